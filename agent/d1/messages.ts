@@ -1,0 +1,129 @@
+import { z } from "zod";
+import { OperationSchema } from "./operation.js";
+
+/**
+ * Every message on the agent ↔ D1 WebSocket. One JSON object per text frame, discriminated by
+ * `type`. docs/protocol.md documents each (its JSON Schema is generated from these).
+ *
+ * Requests that expect an answer carry a `requestId` chosen by the sender; the answer echoes it.
+ */
+
+// ---- agent → D1 -------------------------------------------------------------------------------
+
+/** First frame after the socket opens. The bearer token travels in the HTTP Authorization header. */
+export const HelloMessage = z.object({
+  type: z.literal("hello"),
+  persoStation: z.string().min(1),
+  agentVersion: z.string(),
+  /** Identifies this process run; a change tells D1 the agent restarted. */
+  sessionId: z.string(),
+});
+
+/**
+ * Status notifications: `operations` is exactly D1's batch shape. `eventIds[i]` is the outbox id of
+ * `operations[i]`; D1 acknowledges ids and de-duplicates with them.
+ */
+export const NotifyMessage = z.object({
+  type: z.literal("notify"),
+  operations: z.array(OperationSchema).min(1),
+  eventIds: z.array(z.string()).min(1),
+});
+
+/** Answer to a push, sent only after the job is committed to disk (or refused). */
+export const PushResultMessage = z.object({
+  type: z.literal("push-result"),
+  requestId: z.string(),
+  operationId: z.string().optional(),
+  result: z.enum(["accepted", "refused"]),
+  /** True when this operationId was already known: the answer is the one given the first time. */
+  duplicate: z.boolean().optional(),
+  errorCode: z.string().optional(),
+  error: z.string().optional(),
+});
+
+/** Answer to anything the agent could not read or does not know. The link stays up. */
+export const ErrorMessage = z.object({
+  type: z.literal("error"),
+  requestId: z.string().optional(),
+  code: z.enum(["MALFORMED_JSON", "UNKNOWN_TYPE", "INVALID_MESSAGE", "INTERNAL"]),
+  message: z.string(),
+});
+
+// ---- D1 → agent -------------------------------------------------------------------------------
+
+export const WelcomeMessage = z.object({
+  type: z.literal("welcome"),
+  /** D1's clock, for the log only. */
+  serverTime: z.string().optional(),
+});
+
+/** A production job pushed to this station. `job` is validated separately (production-job.md). */
+export const PushMessage = z.object({
+  type: z.literal("push"),
+  requestId: z.string().min(1),
+  job: z.unknown(),
+});
+
+export const AckMessage = z.object({
+  type: z.literal("ack"),
+  eventIds: z.array(z.string()).min(1),
+});
+
+export const CancelMessage = z.object({
+  type: z.literal("cancel"),
+  requestId: z.string().min(1),
+  operationId: z.string().min(1),
+});
+
+export const StatusQueryMessage = z.object({
+  type: z.literal("status-query"),
+  requestId: z.string().min(1),
+  /** Some operations by id; or omitted, with `since`, for all operations changed since then. */
+  operationIds: z.array(z.string()).optional(),
+  since: z.iso.datetime().optional(),
+});
+
+export const CancelResultMessage = z.object({
+  type: z.literal("cancel-result"),
+  requestId: z.string(),
+  operationId: z.string(),
+  result: z.enum(["canceled", "refused", "unknown-operation"]),
+  reason: z.string().optional(),
+  operation: OperationSchema.optional(),
+});
+
+export const StatusResultMessage = z.object({
+  type: z.literal("status-result"),
+  requestId: z.string(),
+  operations: z.array(OperationSchema),
+  unknownOperationIds: z.array(z.string()).optional(),
+});
+
+export const AgentToD1 = z.discriminatedUnion("type", [
+  HelloMessage,
+  NotifyMessage,
+  PushResultMessage,
+  CancelResultMessage,
+  StatusResultMessage,
+  ErrorMessage,
+]);
+export type AgentToD1 = z.infer<typeof AgentToD1>;
+
+export const D1ToAgent = z.discriminatedUnion("type", [
+  WelcomeMessage,
+  PushMessage,
+  AckMessage,
+  CancelMessage,
+  StatusQueryMessage,
+  ErrorMessage,
+]);
+export type D1ToAgent = z.infer<typeof D1ToAgent>;
+
+export type HelloMessage = z.infer<typeof HelloMessage>;
+export type NotifyMessage = z.infer<typeof NotifyMessage>;
+export type PushResultMessage = z.infer<typeof PushResultMessage>;
+export type PushMessage = z.infer<typeof PushMessage>;
+export type AckMessage = z.infer<typeof AckMessage>;
+export type CancelMessage = z.infer<typeof CancelMessage>;
+export type StatusQueryMessage = z.infer<typeof StatusQueryMessage>;
+export type ErrorMessage = z.infer<typeof ErrorMessage>;
