@@ -1,0 +1,103 @@
+import type { D1Link } from "../d1/link.js";
+import type { Logger } from "../log/logger.js";
+import type { JobStore, OutboxEvent } from "../store/job-store.js";
+import type { Clock, TimerHandle } from "../util/clock.js";
+
+export interface OutboxSenderOptions {
+  store: JobStore;
+  link: D1Link;
+  clock: Clock;
+  logger: Logger;
+  /** Events per notify message. */
+  batchSize?: number;
+  /** An event sent on this connection and not acknowledged after this long is sent again. */
+  resendAfterMs?: number;
+}
+
+/**
+ * Reads the outbox forward and sends events to D1 until each is acknowledged. At-least-once: an
+ * event is re-sent after every reconnect and after `resendAfterMs` without an ack; D1 drops the
+ * repeats by eventId. Events go out in the order they were written, so each job's statuses arrive
+ * in state-machine order.
+ */
+export class OutboxSender {
+  /** eventId → when it was last sent on the current connection. */
+  private readonly inFlight = new Map<string, number>();
+  private resendTimer: TimerHandle | undefined;
+  private readonly batchSize: number;
+  private readonly resendAfterMs: number;
+  private readonly log: Logger;
+  readonly stats = { sent: 0, resent: 0, acked: 0 };
+
+  constructor(private readonly options: OutboxSenderOptions) {
+    this.batchSize = options.batchSize ?? 100;
+    this.resendAfterMs = options.resendAfterMs ?? 30_000;
+    this.log = options.logger.child({ component: "outbox" });
+    options.link.on("up", () => {
+      this.inFlight.clear();
+      this.flush();
+    });
+    options.link.on("down", () => this.inFlight.clear());
+  }
+
+  /** Sends every unacknowledged event not already in flight. Cheap to call after each state change. */
+  flush(): void {
+    const { link, store, clock } = this.options;
+    if (!link.isUp) return;
+    let after = 0;
+    const now = clock.now();
+    for (;;) {
+      const events = store.unackedEvents(after, this.batchSize);
+      if (events.length === 0) break;
+      after = events[events.length - 1]!.seq;
+      const due = events.filter((e) => {
+        const sentAt = this.inFlight.get(e.eventId);
+        return sentAt === undefined || now - sentAt >= this.resendAfterMs;
+      });
+      if (due.length > 0 && !this.sendBatch(due, now)) return;
+      if (events.length < this.batchSize) break;
+    }
+    this.armResend();
+  }
+
+  onAck(eventIds: string[]): void {
+    const n = this.options.store.ack(eventIds);
+    for (const id of eventIds) this.inFlight.delete(id);
+    this.stats.acked += n;
+    if (this.inFlight.size === 0) this.disarmResend();
+  }
+
+  stop(): void {
+    this.disarmResend();
+  }
+
+  private sendBatch(events: OutboxEvent[], now: number): boolean {
+    const sent = this.options.link.send({
+      type: "notify",
+      operations: events.map((e) => e.operation),
+      eventIds: events.map((e) => e.eventId),
+    });
+    if (!sent) return false;
+    for (const e of events) {
+      if (e.sendCount > 0 || this.inFlight.has(e.eventId)) this.stats.resent++;
+      this.inFlight.set(e.eventId, now);
+    }
+    this.stats.sent += events.length;
+    this.options.store.markSent(events.map((e) => e.eventId));
+    this.log.debug({ events: events.length, first: events[0]!.eventId }, "events sent to D1");
+    return true;
+  }
+
+  private armResend(): void {
+    if (this.resendTimer || this.inFlight.size === 0) return;
+    this.resendTimer = this.options.clock.setTimeout(() => {
+      this.resendTimer = undefined;
+      this.flush();
+    }, this.resendAfterMs);
+  }
+
+  private disarmResend(): void {
+    if (this.resendTimer) this.options.clock.clearTimeout(this.resendTimer);
+    this.resendTimer = undefined;
+  }
+}

@@ -1,0 +1,353 @@
+import { randomUUID } from "node:crypto";
+import Database from "better-sqlite3";
+import { type D1Status, type Operation, topLevelStatus } from "../d1/operation.js";
+import { type FromState, isTerminal, type JobState, transitionEvent } from "../jobs/state-machine.js";
+import type { Clock } from "../util/clock.js";
+import { CodedError } from "../util/errors.js";
+import { migrate } from "./migrations.js";
+import type { SealedBox } from "./sealed-box.js";
+
+export interface JobRow {
+  operationId: string;
+  cardId: string;
+  issuerRequestId: string | null;
+  state: JobState;
+  reason: string | null;
+  errorCode: string | null;
+  error: string | null;
+  maskedPan: string | null;
+  collectTimeoutSec: number | null;
+  acceptedAt: string;
+  endedAt: string | null;
+  updatedAt: string;
+}
+
+export interface OutboxEvent {
+  seq: number;
+  eventId: string;
+  operationId: string;
+  d1Status: string;
+  operation: Operation;
+  sendCount: number;
+}
+
+/** What a stop carries into the D1 operation object. */
+export interface StopDetails {
+  reason?: string;
+  errorCode?: string;
+  error?: string;
+}
+
+export type AcceptInput =
+  | {
+      kind: "valid";
+      operationId: string;
+      cardId: string;
+      issuerRequestId?: string;
+      /** The whole validated job, sealed at rest. */
+      jobJson: string;
+      maskedPan?: string;
+      collectTimeoutSec?: number;
+    }
+  | {
+      kind: "data-exception";
+      operationId: string;
+      cardId: string;
+      issuerRequestId?: string;
+      details: Required<StopDetails>;
+    };
+
+export interface AcceptResult {
+  duplicate: boolean;
+  state: JobState;
+  /** The event written by this call (none for a duplicate). */
+  event?: OutboxEvent;
+}
+
+export class StoreError extends CodedError<"ILLEGAL_TRANSITION" | "UNKNOWN_OPERATION" | "STALE_STATE"> {}
+
+interface RawJobRow {
+  operation_id: string;
+  card_id: string;
+  issuer_request_id: string | null;
+  state: JobState;
+  reason: string | null;
+  error_code: string | null;
+  error: string | null;
+  masked_pan: string | null;
+  collect_timeout_sec: number | null;
+  accepted_at: string;
+  ended_at: string | null;
+  updated_at: string;
+}
+
+interface RawEventRow {
+  seq: number;
+  event_id: string;
+  operation_id: string;
+  d1_status: string;
+  operation_json: string;
+  send_count: number;
+}
+
+const JOB_COLUMNS =
+  "operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan, collect_timeout_sec, accepted_at, ended_at, updated_at";
+
+/**
+ * The job store: a real SQLite file in WAL mode with synchronous=FULL, so a job D1 was told we
+ * accepted survives a power cut. Every state change is a guarded UPDATE (… WHERE state = ?) and its
+ * D1 event is inserted into the outbox in the same transaction: a status is never lost or invented.
+ */
+export class JobStore {
+  readonly db: Database.Database;
+  private readonly statements;
+
+  constructor(
+    file: string,
+    private readonly box: SealedBox,
+    private readonly clock: Clock,
+  ) {
+    this.db = new Database(file);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = FULL");
+    this.db.pragma("foreign_keys = ON");
+    this.db.pragma("busy_timeout = 5000");
+    migrate(this.db);
+    this.statements = {
+      getJob: this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE operation_id = ?`),
+      insertJob: this.db.prepare(
+        `INSERT INTO jobs (operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan,
+           sealed_job, collect_timeout_sec, accepted_at, ended_at, updated_at, queue_seq)
+         VALUES (@operationId, @cardId, @issuerRequestId, @state, @reason, @errorCode, @error, @maskedPan,
+           @sealedJob, @collectTimeoutSec, @acceptedAt, @endedAt, @acceptedAt,
+           (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs))`,
+      ),
+      update: this.db.prepare(
+        `UPDATE jobs SET state = @to, reason = COALESCE(@reason, reason), error_code = COALESCE(@errorCode, error_code),
+           error = COALESCE(@error, error), ended_at = COALESCE(@endedAt, ended_at), updated_at = @now,
+           sealed_job = CASE WHEN @purge = 1 THEN NULL ELSE sealed_job END
+         WHERE operation_id = @operationId AND state = @from`,
+      ),
+      insertEvent: this.db.prepare(
+        `INSERT INTO events (event_id, operation_id, d1_status, operation_json, created_at)
+         VALUES (?, ?, ?, ?, ?)`,
+      ),
+      sealedJob: this.db.prepare("SELECT sealed_job FROM jobs WHERE operation_id = ?"),
+      nextReady: this.db.prepare(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'READY' ORDER BY queue_seq LIMIT 1`,
+      ),
+      inStates: this.db.prepare(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN (SELECT value FROM json_each(?)) ORDER BY queue_seq`,
+      ),
+      unacked: this.db.prepare(
+        `SELECT seq, event_id, operation_id, d1_status, operation_json, send_count FROM events
+         WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?`,
+      ),
+      markSent: this.db.prepare("UPDATE events SET send_count = send_count + 1, last_sent_at = ? WHERE event_id = ?"),
+      ack: this.db.prepare("UPDATE events SET acked_at = ? WHERE event_id = ? AND acked_at IS NULL"),
+      latestEvent: this.db.prepare(
+        "SELECT operation_json FROM events WHERE operation_id = ? ORDER BY seq DESC LIMIT 1",
+      ),
+      countByState: this.db.prepare("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"),
+      unackedCount: this.db.prepare("SELECT COUNT(*) AS n FROM events WHERE acked_at IS NULL"),
+      eventsOf: this.db.prepare("SELECT d1_status FROM events WHERE operation_id = ? ORDER BY seq"),
+      changedSince: this.db.prepare(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE updated_at >= ? ORDER BY updated_at, queue_seq LIMIT ?`,
+      ),
+    };
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /**
+   * Stores a pushed job and its first event (READY or DATA_EXCEPTION) in one transaction. The same
+   * operationId pushed again changes nothing and is reported as a duplicate: one operation, one card.
+   */
+  accept(input: AcceptInput): AcceptResult {
+    return this.db.transaction((): AcceptResult => {
+      const existing = this.statements.getJob.get(input.operationId) as RawJobRow | undefined;
+      if (existing) return { duplicate: true, state: existing.state };
+      const now = this.isoNow();
+      const to: JobState = input.kind === "valid" ? "READY" : "DATA_EXCEPTION";
+      const details = input.kind === "data-exception" ? input.details : undefined;
+      this.statements.insertJob.run({
+        operationId: input.operationId,
+        cardId: input.cardId,
+        issuerRequestId: input.issuerRequestId ?? null,
+        state: to,
+        reason: details?.reason ?? null,
+        errorCode: details?.errorCode ?? null,
+        error: details?.error ?? null,
+        maskedPan: input.kind === "valid" ? (input.maskedPan ?? null) : null,
+        sealedJob: input.kind === "valid" ? this.box.seal(input.jobJson, input.operationId) : null,
+        collectTimeoutSec: input.kind === "valid" ? (input.collectTimeoutSec ?? null) : null,
+        acceptedAt: now,
+        endedAt: to === "DATA_EXCEPTION" ? now : null,
+      });
+      const event = this.writeEvent(input.operationId, transitionEvent("NEW", to)!);
+      return { duplicate: false, state: to, event };
+    })();
+  }
+
+  /**
+   * Moves a job from `from` to `to` if the table allows it and the job is still in `from`; writes the
+   * move's D1 event in the same transaction. Terminal moves purge the sealed production data.
+   */
+  transition(operationId: string, from: JobState, to: JobState, stop: StopDetails = {}): OutboxEvent | null {
+    const d1Status = transitionEvent(from as FromState, to);
+    if (d1Status === undefined) {
+      throw new StoreError("ILLEGAL_TRANSITION", `job ${operationId}: ${from} → ${to} is not a legal transition`);
+    }
+    return this.db.transaction((): OutboxEvent | null => {
+      const now = this.isoNow();
+      const terminal = isTerminal(to);
+      const changed = this.statements.update.run({
+        operationId,
+        from,
+        to,
+        reason: stop.reason ?? null,
+        errorCode: stop.errorCode ?? null,
+        error: stop.error ?? null,
+        endedAt: terminal ? now : null,
+        now,
+        purge: terminal ? 1 : 0,
+      }).changes;
+      if (changed === 0) {
+        const row = this.get(operationId);
+        if (!row) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} is not in the store`);
+        throw new StoreError("STALE_STATE", `job ${operationId} is ${row.state}, not ${from}`);
+      }
+      return d1Status === null ? null : this.writeEvent(operationId, d1Status);
+    })();
+  }
+
+  get(operationId: string): JobRow | undefined {
+    const raw = this.statements.getJob.get(operationId) as RawJobRow | undefined;
+    return raw && toJobRow(raw);
+  }
+
+  /** The production job of a non-terminal job, decrypted in memory only. */
+  loadJobJson(operationId: string): string {
+    const row = this.statements.sealedJob.get(operationId) as { sealed_job: Buffer | null } | undefined;
+    if (!row?.sealed_job) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} has no production data`);
+    return this.box.open(row.sealed_job, operationId);
+  }
+
+  nextReady(): JobRow | undefined {
+    const raw = this.statements.nextReady.get() as RawJobRow | undefined;
+    return raw && toJobRow(raw);
+  }
+
+  jobsIn(states: JobState[]): JobRow[] {
+    return (this.statements.inStates.all(JSON.stringify(states)) as RawJobRow[]).map(toJobRow);
+  }
+
+  /** Jobs whose status changed at or after `since` (ISO time), oldest first. */
+  jobsChangedSince(since: string, limit = 10_000): JobRow[] {
+    return (this.statements.changedSince.all(since, limit) as RawJobRow[]).map(toJobRow);
+  }
+
+  /** Outbox events not acknowledged yet, in the order they were written. */
+  unackedEvents(afterSeq = 0, limit = 100): OutboxEvent[] {
+    return (this.statements.unacked.all(afterSeq, limit) as RawEventRow[]).map(toEvent);
+  }
+
+  markSent(eventIds: string[]): void {
+    const now = this.isoNow();
+    this.db.transaction(() => {
+      for (const id of eventIds) this.statements.markSent.run(now, id);
+    })();
+  }
+
+  /** Returns how many of the ids were newly acknowledged. Acked events stay for audit. */
+  ack(eventIds: string[]): number {
+    const now = this.isoNow();
+    return this.db.transaction(() => {
+      let n = 0;
+      for (const id of eventIds) n += this.statements.ack.run(now, id).changes;
+      return n;
+    })();
+  }
+
+  /** The last operation object written for this job: what D1 should believe now. */
+  latestOperation(operationId: string): Operation | undefined {
+    const row = this.statements.latestEvent.get(operationId) as { operation_json: string } | undefined;
+    return row && (JSON.parse(row.operation_json) as Operation);
+  }
+
+  /** D1 statuses written for a job, in order (tests and the crash harness read this). */
+  eventStatuses(operationId: string): string[] {
+    return (this.statements.eventsOf.all(operationId) as { d1_status: string }[]).map((r) => r.d1_status);
+  }
+
+  countsByState(): Partial<Record<JobState, number>> {
+    const out: Partial<Record<JobState, number>> = {};
+    for (const r of this.statements.countByState.all() as { state: JobState; n: number }[]) out[r.state] = r.n;
+    return out;
+  }
+
+  outboxDepth(): number {
+    return (this.statements.unackedCount.get() as { n: number }).n;
+  }
+
+  private writeEvent(operationId: string, d1Status: D1Status): OutboxEvent {
+    const row = this.get(operationId)!;
+    const operation = buildOperation(row, d1Status);
+    const eventId = randomUUID();
+    const json = JSON.stringify(operation);
+    const info = this.statements.insertEvent.run(eventId, operationId, d1Status, json, this.isoNow());
+    return { seq: Number(info.lastInsertRowid), eventId, operationId, d1Status, operation, sendCount: 0 };
+  }
+
+  private isoNow(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+}
+
+/** The D1 operation object for a job that just reached `d1Status` (shared/d1-contract.md). */
+export function buildOperation(row: JobRow, d1Status: D1Status): Operation {
+  const failed = topLevelStatus(d1Status) === "FAILED";
+  const op: Operation = {
+    operationId: row.operationId,
+    operation: "PRODUCE",
+    status: topLevelStatus(d1Status),
+    startTime: row.acceptedAt,
+    cardId: row.cardId,
+    details: failed && row.reason ? { status: d1Status, reason: row.reason } : { status: d1Status },
+  };
+  if (row.endedAt && isTerminal(row.state)) op.endTime = row.endedAt;
+  if (failed && row.errorCode) op.errorCode = row.errorCode;
+  if (failed && row.error) op.error = row.error;
+  if (row.issuerRequestId) op.issuerRequestId = row.issuerRequestId;
+  return op;
+}
+
+function toJobRow(r: RawJobRow): JobRow {
+  return {
+    operationId: r.operation_id,
+    cardId: r.card_id,
+    issuerRequestId: r.issuer_request_id,
+    state: r.state,
+    reason: r.reason,
+    errorCode: r.error_code,
+    error: r.error,
+    maskedPan: r.masked_pan,
+    collectTimeoutSec: r.collect_timeout_sec,
+    acceptedAt: r.accepted_at,
+    endedAt: r.ended_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+function toEvent(r: RawEventRow): OutboxEvent {
+  return {
+    seq: r.seq,
+    eventId: r.event_id,
+    operationId: r.operation_id,
+    d1Status: r.d1_status,
+    operation: JSON.parse(r.operation_json) as Operation,
+    sendCount: r.send_count,
+  };
+}

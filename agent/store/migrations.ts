@@ -1,0 +1,66 @@
+import type Database from "better-sqlite3";
+
+/**
+ * Numbered schema migrations, applied in order at start inside one transaction each.
+ * Never edit a released migration: add the next number.
+ */
+export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
+  {
+    version: 1,
+    sql: `
+      -- One row per operationId D1 pushed and we accepted (refused pushes are never stored).
+      CREATE TABLE jobs (
+        operation_id        TEXT PRIMARY KEY,
+        card_id             TEXT NOT NULL,
+        issuer_request_id   TEXT,
+        state               TEXT NOT NULL CHECK (state IN
+                              ('READY','PRODUCING','PRESENTED','DONE','DATA_EXCEPTION','FAILED','CANCELED')),
+        reason              TEXT,      -- details.reason of the last stop (CB_TIME, FEEDER_EMPTY, …)
+        error_code          TEXT,
+        error               TEXT,      -- a field path or a short text, never card data
+        masked_pan          TEXT,      -- first 6 / last 4 only, for audit
+        sealed_job          BLOB,      -- AES-256-GCM production job; NULL once the job is terminal
+        collect_timeout_sec INTEGER,
+        accepted_at         TEXT NOT NULL,  -- D1 startTime
+        ended_at            TEXT,           -- D1 endTime
+        updated_at          TEXT NOT NULL,
+        queue_seq           INTEGER NOT NULL -- production order
+      );
+      CREATE INDEX jobs_by_state ON jobs(state, queue_seq);
+      CREATE INDEX jobs_by_update ON jobs(updated_at);
+
+      -- The outbox: every D1 status event, written in the same transaction as its state change,
+      -- read forward in seq order and re-sent until D1 acknowledges its event_id.
+      CREATE TABLE events (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id       TEXT NOT NULL UNIQUE,
+        operation_id   TEXT NOT NULL REFERENCES jobs(operation_id),
+        d1_status      TEXT NOT NULL,
+        operation_json TEXT NOT NULL,   -- the D1 operation object, exactly as sent
+        created_at     TEXT NOT NULL,
+        send_count     INTEGER NOT NULL DEFAULT 0,
+        last_sent_at   TEXT,
+        acked_at       TEXT
+      );
+      CREATE INDEX events_unacked ON events(seq) WHERE acked_at IS NULL;
+      CREATE INDEX events_by_operation ON events(operation_id, seq);
+    `,
+  },
+];
+
+export function migrate(db: Database.Database): void {
+  db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
+  const applied = new Set(
+    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version),
+  );
+  for (const m of MIGRATIONS) {
+    if (applied.has(m.version)) continue;
+    db.transaction(() => {
+      db.exec(m.sql);
+      db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(
+        m.version,
+        new Date().toISOString(),
+      );
+    })();
+  }
+}
