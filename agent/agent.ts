@@ -1,0 +1,246 @@
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import type { BindingInterface } from "@serialport/bindings-interface";
+import type { ApduTransport } from "../drivers/chip/apdu-transport.js";
+import { PrinterDriver } from "../drivers/printer/driver.js";
+import { renderPanel } from "../drivers/printer/raster/render.js";
+import { SerialTransport } from "../drivers/transport/serial-transport.js";
+import type { AgentConfig } from "./config/schema.js";
+import { D1Link } from "./d1/link.js";
+import type { PushMessage, PushResultMessage, StatusQueryMessage } from "./d1/messages.js";
+import { validateJob } from "./jobs/validate.js";
+import { maskPan } from "./log/mask.js";
+import type { Logger } from "./log/logger.js";
+import { OutboxSender } from "./outbox/sender.js";
+import { ProductionPipeline } from "./pipeline/pipeline.js";
+import { recoverInterruptedJobs } from "./pipeline/recovery.js";
+import { JobStore } from "./store/job-store.js";
+import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
+import { type Clock, delay, systemClock } from "./util/clock.js";
+import { AGENT_VERSION } from "./version.js";
+
+export interface AgentDependencies {
+  logger: Logger;
+  clock?: Clock;
+  /** The serialport binding under the printer port: the OS one on a kiosk, the simulator's in a demo. */
+  serialBinding: BindingInterface;
+  /** The chip reader, when the kiosk has one. */
+  chip?: ApduTransport;
+}
+
+/**
+ * The service: D1 link → job store → production pipeline → printer, and back through the outbox.
+ * docs/architecture.md draws it.
+ */
+export class KioskAgent {
+  readonly store: JobStore;
+  readonly link: D1Link;
+  readonly outbox: OutboxSender;
+  readonly printer: PrinterDriver;
+  readonly pipeline: ProductionPipeline;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private started = false;
+  private stopping = false;
+  private startup: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly config: AgentConfig,
+    deps: AgentDependencies,
+  ) {
+    this.clock = deps.clock ?? systemClock;
+    this.log = deps.logger.child({ station: config.station.id });
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const box = new SealedBox(loadOrCreateKey(join(config.dataDir, "data.key")));
+    this.store = new JobStore(join(config.dataDir, "jobs.sqlite"), box, this.clock);
+    this.link = new D1Link({
+      url: config.d1.url,
+      token: config.d1.token,
+      station: config.station.id,
+      agentVersion: AGENT_VERSION,
+      clock: this.clock,
+      logger: this.log,
+      backoff: config.d1.backoff,
+      pingIntervalMs: config.d1.pingIntervalMs,
+      missedPongs: config.d1.missedPongs,
+    });
+    this.outbox = new OutboxSender({
+      store: this.store,
+      link: this.link,
+      clock: this.clock,
+      logger: this.log,
+      resendAfterMs: config.d1.resendAfterMs,
+    });
+    const transport = new SerialTransport({
+      path: config.printer.path,
+      baudRate: config.printer.baudRate,
+      binding: deps.serialBinding,
+    });
+    this.printer = new PrinterDriver({
+      transport,
+      clock: this.clock,
+      logger: this.log,
+      timeouts: config.printer.timeouts,
+    });
+    this.pipeline = new ProductionPipeline({
+      store: this.store,
+      printer: this.printer,
+      chip: deps.chip,
+      render: renderPanel,
+      clock: this.clock,
+      logger: this.log,
+      defaultCollectTimeoutSec: config.production.defaultCollectTimeoutSec,
+      onEvent: () => this.outbox.flush(),
+    });
+    this.link.on("message", (message) => {
+      switch (message.type) {
+        case "push":
+          this.link.send(this.onPush(message));
+          return;
+        case "ack":
+          this.outbox.onAck(message.eventIds);
+          return;
+        case "status-query":
+          this.link.send(this.onStatusQuery(message));
+          return;
+        case "cancel":
+          this.link.send({
+            type: "cancel-result",
+            requestId: message.requestId,
+            operationId: message.operationId,
+            result: "refused",
+            reason: "NOT_SUPPORTED",
+          });
+          return;
+      }
+    });
+  }
+
+  /**
+   * Starts the link at once (jobs are accepted into the store even while the printer is away), then
+   * opens the printer, recovers jobs a previous run left in production, and starts producing.
+   */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.log.info({ version: AGENT_VERSION }, "kiosk agent starting");
+    this.link.start();
+    this.startup = this.openPrinterAndProduce();
+  }
+
+  /** Resolves once the printer is open and the pipeline runs (tests and the demo wait on it). */
+  ready(): Promise<void> {
+    return this.startup;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.startup.catch(() => undefined);
+    await this.pipeline.stop();
+    this.outbox.flush();
+    this.outbox.stop();
+    await this.link.stop();
+    await this.printer.close().catch(() => undefined);
+    this.store.close();
+    this.log.info("kiosk agent stopped");
+  }
+
+  /** Answers a push only after the job is committed (or refused): D1 may rely on "accepted". */
+  onPush(message: PushMessage): PushResultMessage {
+    const requestId = message.requestId;
+    const verdict = validateJob(message.job, this.config.station.id);
+    if (verdict.kind === "refused") {
+      this.log.warn({ requestId, errorCode: verdict.errorCode, error: verdict.error }, "push refused");
+      return {
+        type: "push-result",
+        requestId,
+        result: "refused",
+        errorCode: verdict.errorCode,
+        error: verdict.error,
+        ...(verdict.operationId ? { operationId: verdict.operationId } : {}),
+      };
+    }
+    const header = verdict.kind === "valid" ? verdict.job : verdict.header;
+    const accepted =
+      verdict.kind === "valid"
+        ? this.store.accept({
+            kind: "valid",
+            operationId: header.operationId,
+            cardId: header.cardId,
+            issuerRequestId: header.issuerRequestId,
+            jobJson: JSON.stringify(verdict.job),
+            maskedPan: panOf(verdict.job),
+            collectTimeoutSec: verdict.job.productionData.delivery?.collectTimeoutSec,
+          })
+        : this.store.accept({
+            kind: "data-exception",
+            operationId: header.operationId,
+            cardId: header.cardId,
+            issuerRequestId: header.issuerRequestId,
+            details: { reason: verdict.reason, errorCode: verdict.errorCode, error: verdict.error },
+          });
+    this.log.info(
+      { requestId, operationId: header.operationId, state: accepted.state, duplicate: accepted.duplicate },
+      accepted.duplicate ? "duplicate push answered as before" : "job accepted",
+    );
+    if (!accepted.duplicate) {
+      queueMicrotask(() => {
+        this.outbox.flush();
+        this.pipeline.wake();
+      });
+    }
+    return {
+      type: "push-result",
+      requestId,
+      operationId: header.operationId,
+      result: "accepted",
+      ...(accepted.duplicate ? { duplicate: true } : {}),
+    };
+  }
+
+  onStatusQuery(message: StatusQueryMessage) {
+    const ids = message.operationIds;
+    const rows = ids
+      ? ids.map((id) => ({ id, op: this.store.latestOperation(id) }))
+      : this.store.jobsChangedSince(message.since ?? "1970-01-01T00:00:00.000Z").map((r) => ({
+          id: r.operationId,
+          op: this.store.latestOperation(r.operationId),
+        }));
+    const unknown = rows.filter((r) => !r.op).map((r) => r.id);
+    return {
+      type: "status-result" as const,
+      requestId: message.requestId,
+      operations: rows.flatMap((r) => (r.op ? [r.op] : [])),
+      ...(unknown.length > 0 ? { unknownOperationIds: unknown } : {}),
+    };
+  }
+
+  private async openPrinterAndProduce(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopping) {
+      try {
+        await this.printer.open();
+        break;
+      } catch (err) {
+        attempt++;
+        const waitMs = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
+        this.log.warn({ err, attempt, waitMs }, "printer not available, retrying");
+        await delay(this.clock, waitMs);
+      }
+    }
+    if (this.stopping) return;
+    await recoverInterruptedJobs({
+      store: this.store,
+      printer: this.printer,
+      logger: this.log,
+      onEvent: () => this.outbox.flush(),
+    });
+    this.pipeline.start();
+  }
+}
+
+function panOf(job: { productionData: { magstripe?: { track2?: string; track1?: string } } }): string | undefined {
+  const t2 = job.productionData.magstripe?.track2;
+  const pan = t2?.split("=")[0] ?? job.productionData.magstripe?.track1?.slice(1).split("^")[0];
+  return pan ? maskPan(pan) : undefined;
+}

@@ -1,0 +1,207 @@
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { pino } from "pino";
+import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
+import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
+import { attachVirtualPrinter } from "../../simulator/printer/index.js";
+import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
+import { KioskAgent } from "../agent.js";
+import { parseConfig } from "../config/load.js";
+import type { Operation } from "../d1/operation.js";
+import { makeSampleJob } from "../jobs/sample-jobs.js";
+import { createLogger } from "../log/logger.js";
+import { parseCommandArgs, UsageError } from "./args.js";
+
+const HELP = `Usage: npm run demo -- [options]
+
+Starts the D1 emulator, the simulated printer and the agent (real WebSocket, real serialport code
+path over a virtual port, real SQLite file), pushes jobs, prints each status D1 receives, and exits 0
+once every accepted job has reached a terminal status.
+
+Options:
+  --jobs N            push N generated sample jobs (default 5)
+  --jobs-file FILE    push the jobs in FILE (a JSON array of production jobs) instead
+  --record FILE       write every operation object D1 received, one JSON object per line
+  --data-dir DIR      keep the agent's and simulator's files under DIR (default: a new temp dir)
+  --station ID        the agent's persoStation id (default KIOSK-PS-101)
+  --take-after-ms MS  the simulated cardholder takes a presented card after MS (default 300)
+  --timeout-sec S     give up (exit 1) if jobs are still open after S seconds (default 120)
+  --log-level LEVEL   agent log level written to DATA_DIR/agent.log (default info)`;
+
+const OPTIONS = {
+  jobs: { type: "string" },
+  "jobs-file": { type: "string" },
+  record: { type: "string" },
+  "data-dir": { type: "string" },
+  station: { type: "string" },
+  "take-after-ms": { type: "string" },
+  "timeout-sec": { type: "string" },
+  "log-level": { type: "string" },
+} as const;
+
+export async function demoCommand(argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseCommandArgs(argv, OPTIONS));
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`${err.message}\n\n${HELP}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const str = (k: string): string | undefined => (typeof values[k] === "string" ? (values[k] as string) : undefined);
+  const int = (k: string, d: number): number => {
+    const v = str(k);
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError(`--${k} must be a whole number`);
+    return n;
+  };
+  try {
+    return await runDemo({
+      jobs: int("jobs", 5),
+      jobsFile: str("jobs-file"),
+      record: str("record"),
+      dataDir: str("data-dir"),
+      station: str("station") ?? "KIOSK-PS-101",
+      takeAfterMs: int("take-after-ms", 300),
+      timeoutSec: int("timeout-sec", 120),
+      logLevel: str("log-level") ?? "info",
+    });
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`${err.message}\n\n${HELP}`);
+      return 2;
+    }
+    throw err;
+  }
+}
+
+export interface DemoOptions {
+  jobs: number;
+  jobsFile?: string;
+  record?: string;
+  dataDir?: string;
+  station: string;
+  takeAfterMs: number;
+  timeoutSec: number;
+  logLevel: string;
+}
+
+export async function runDemo(o: DemoOptions): Promise<number> {
+  const dataDir = resolve(o.dataDir ?? mkdtempSync(join(tmpdir(), "kiosk-demo-")));
+  mkdirSync(dataDir, { recursive: true });
+  const recordFile = o.record ? resolve(o.record) : undefined;
+  if (recordFile) writeFileSync(recordFile, "");
+  const jobs = o.jobsFile ? readJobsFile(o.jobsFile) : sampleJobs(o.jobs, o.station);
+
+  const logFile = join(dataDir, "agent.log");
+  const logger = createLogger({ level: o.logLevel, destination: pino.destination({ dest: logFile, sync: true }) });
+  const token = randomBytes(16).toString("hex");
+  const emulator = new D1Emulator({ token, recordFile, logger });
+  const { url } = await emulator.start();
+
+  const binding = new VirtualSerialBinding();
+  const printerPath = "/dev/ttyVIRT0";
+  const printer = attachVirtualPrinter(binding, printerPath, { takeAfterMs: o.takeAfterMs });
+  const card = new VirtualCard();
+
+  const config = parseConfig({
+    station: { id: o.station },
+    d1: { url, token, allowInsecure: true, backoff: { initialMs: 200, maxMs: 2000 } },
+    dataDir,
+    printer: { path: printerPath },
+    production: { defaultCollectTimeoutSec: 10, takePollMs: 20 },
+    log: { level: o.logLevel },
+  });
+  const agent = new KioskAgent(config, { logger, serialBinding: binding, chip: new InProcessApduTransport(card) });
+
+  console.log(`kiosk-agent demo: station ${o.station}, D1 emulator ${url}, data dir ${dataDir}`);
+  console.log(`  agent log: ${logFile}${recordFile ? `\n  D1 record: ${recordFile}` : ""}`);
+  const started = Date.now();
+  const stamp = () => `${((Date.now() - started) / 1000).toFixed(2).padStart(7)}s`;
+  emulator.on("operation", (op: Operation) => console.log(`${stamp()}  D1 <- ${describeOperation(op)}`));
+
+  agent.start();
+  try {
+    await emulator.waitForConnection(o.station, 15_000);
+    const accepted: string[] = [];
+    let refused = 0;
+    for (const job of jobs) {
+      const answer = await emulator.push(job, { station: o.station });
+      const id = answer.operationId ?? "(no operationId)";
+      if (answer.result === "accepted") {
+        accepted.push(id);
+        console.log(`${stamp()}  push ${short(id)} accepted${answer.duplicate ? " (duplicate)" : ""}`);
+      } else {
+        refused++;
+        console.log(`${stamp()}  push ${short(id)} REFUSED ${answer.errorCode} (${answer.error})`);
+      }
+    }
+    const open = () => [...new Set(accepted)].filter((id) => emulator.terminalCount(id) === 0);
+    try {
+      await emulator.waitFor(() => open().length === 0, o.timeoutSec * 1000);
+    } catch {
+      console.error(`demo: ${open().length} job(s) still open after ${o.timeoutSec}s: ${open().map(short).join(", ")}`);
+      return 1;
+    }
+    printSummary(emulator, [...new Set(accepted)], refused);
+    writeFileSync(join(dataDir, "simulator-cards.json"), JSON.stringify(printer.cardsForRecord(), null, 2));
+    return 0;
+  } finally {
+    await agent.stop();
+    await emulator.stop();
+    logger.flush();
+  }
+}
+
+function printSummary(emulator: D1Emulator, accepted: string[], refused: number): void {
+  const finals = new Map<string, number>();
+  for (const id of accepted) {
+    const op = emulator.latest(id);
+    const key = op ? `${op.details.status}${op.details.reason ? `/${op.details.reason}` : ""}` : "none";
+    finals.set(key, (finals.get(key) ?? 0) + 1);
+  }
+  console.log(`\nsummary: ${accepted.length} accepted, ${refused} refused`);
+  for (const [status, n] of [...finals].sort()) console.log(`  ${String(n).padStart(4)} × ${status}`);
+}
+
+function describeOperation(op: Operation): string {
+  const extra = [
+    op.details.reason ? `reason=${op.details.reason}` : "",
+    op.errorCode ? `errorCode=${op.errorCode}` : "",
+    op.error ? `error=${op.error}` : "",
+    op.endTime ? `endTime=${op.endTime}` : "",
+  ]
+    .filter(Boolean)
+    .join(" ");
+  return `${short(op.operationId)}  ${op.details.status.padEnd(20)} ${op.status.padEnd(10)} ${extra}`;
+}
+
+function short(id: string): string {
+  return id.length > 13 ? `${id.slice(0, 13)}…` : id;
+}
+
+function sampleJobs(n: number, station: string): unknown[] {
+  const runId = randomBytes(4).toString("hex");
+  return Array.from({ length: n }, (_, i) => makeSampleJob(i, { station, runId }));
+}
+
+function readJobsFile(file: string): unknown[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new UsageError(`--jobs-file ${file}: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(parsed)) throw new UsageError(`--jobs-file ${file}: must hold a JSON array of jobs`);
+  return parsed;
+}
+

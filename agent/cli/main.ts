@@ -1,0 +1,47 @@
+import { runCommand } from "./run.js";
+import { demoCommand } from "./demo.js";
+import { configCheckCommand } from "./config-check.js";
+
+/**
+ * `kiosk-agent <command>`. Exit codes: 0 success; 1 the command ran and failed (a demo job did not
+ * end, a config is invalid); 2 wrong usage.
+ */
+const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
+  run: { summary: "run the agent as a service (kiosk-agent run --config FILE)", run: runCommand },
+  demo: { summary: "agent + simulated printer + D1 emulator, pushes sample jobs", run: demoCommand },
+  config: { summary: "config check FILE: validate a configuration file", run: configCheckCommand },
+};
+
+export const USAGE = `Usage: kiosk-agent <command> [options]
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`)
+  .join("\n")}
+
+Run 'kiosk-agent <command> --help' for a command's options.
+Exit codes: 0 ok, 1 failed, 2 usage error.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(USAGE);
+    return name ? 0 : 2;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    console.error(`kiosk-agent: unknown command '${name}'\n\n${USAGE}`);
+    return 2;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(`kiosk-agent: ${(err as Error)?.message ?? String(err)}`);
+    process.exitCode = 1;
+  },
+);

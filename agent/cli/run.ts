@@ -1,0 +1,54 @@
+import { autoDetect } from "@serialport/bindings-cpp";
+import { pino } from "pino";
+import { KioskAgent } from "../agent.js";
+import { ConfigError, loadConfig } from "../config/load.js";
+import { createLogger } from "../log/logger.js";
+import { parseCommandArgs, UsageError } from "./args.js";
+
+const HELP = `Usage: kiosk-agent run --config FILE
+
+Runs the agent as a service against real devices. Stops cleanly on SIGTERM / SIGINT.
+Environment overrides: KIOSK_AGENT__SECTION__KEY=value (e.g. KIOSK_AGENT__D1__TOKEN).`;
+
+export async function runCommand(argv: string[]): Promise<number> {
+  let values: { config?: string | boolean; help?: string | boolean };
+  try {
+    ({ values } = parseCommandArgs(argv, { config: { type: "string", short: "c" } }));
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`${err.message}\n\n${HELP}`);
+      return 2;
+    }
+    throw err;
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(typeof values.config === "string" ? values.config : undefined);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      return 1;
+    }
+    throw err;
+  }
+  const logger = createLogger({
+    level: config.log.level,
+    ...(config.log.file ? { destination: pino.destination({ dest: config.log.file, append: true }) } : {}),
+  });
+  const agent = new KioskAgent(config, { logger, serialBinding: autoDetect() });
+  agent.start();
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      logger.info({ signal }, "stopping");
+      resolve();
+    };
+    process.once("SIGTERM", () => shutdown("SIGTERM"));
+    process.once("SIGINT", () => shutdown("SIGINT"));
+  });
+  await agent.stop();
+  return 0;
+}

@@ -1,0 +1,61 @@
+import { z } from "zod";
+
+/**
+ * The agent's configuration: one file plus environment overrides (config/load.ts). Every key has a
+ * stated default where a safe one exists; the ones that identify the kiosk do not.
+ */
+export const ConfigSchema = z.object({
+  station: z.object({
+    /** This kiosk's persoStation id, as D1 knows it (e.g. KIOSK-PS-101). */
+    id: z.string().min(1).max(64),
+  }),
+  d1: z.object({
+    url: z.url(),
+    /** Bearer token sent in the Authorization header when dialling D1. */
+    token: z.string().min(8),
+    /** Plain ws:// is refused unless this is set (demo and development only). */
+    allowInsecure: z.boolean().default(false),
+    pingIntervalMs: z.number().int().min(100).max(300_000).default(15_000),
+    missedPongs: z.number().int().min(1).max(10).default(2),
+    backoff: z
+      .object({
+        initialMs: z.number().int().min(10).default(500),
+        maxMs: z.number().int().min(100).default(30_000),
+      })
+      .default({ initialMs: 500, maxMs: 30_000 }),
+    /** An unacknowledged event is re-sent after this long even if the link stayed up. */
+    resendAfterMs: z.number().int().min(100).default(30_000),
+  }),
+  /** Where the job database and the data key live. */
+  dataDir: z.string().min(1),
+  printer: z.object({
+    /** Serial device path, e.g. /dev/ttyUSB0. */
+    path: z.string().min(1),
+    baudRate: z.number().int().positive().default(115_200),
+    timeouts: z
+      .object({
+        defaultMs: z.number().int().positive().default(5_000),
+        printMs: z.number().int().positive().default(60_000),
+        magMs: z.number().int().positive().default(15_000),
+      })
+      .default({ defaultMs: 5_000, printMs: 60_000, magMs: 15_000 }),
+  }),
+  production: z
+    .object({
+      /** How long a presented card waits in the mouth when the job does not say (collectTimeoutSec). */
+      defaultCollectTimeoutSec: z.number().int().min(5).max(600).default(60),
+      /** How often the bezel sensor is read while a card waits to be taken. */
+      takePollMs: z.number().int().min(10).max(5_000).default(250),
+    })
+    .default({ defaultCollectTimeoutSec: 60, takePollMs: 250 }),
+  log: z
+    .object({
+      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
+      /** A file to append JSON log lines to; stdout when absent (journald picks it up). */
+      file: z.string().optional(),
+    })
+    .default({ level: "info" }),
+});
+
+export type AgentConfig = z.infer<typeof ConfigSchema>;
+export type AgentConfigInput = z.input<typeof ConfigSchema>;

@@ -1,0 +1,213 @@
+import { EventEmitter } from "node:events";
+import { DeviceError } from "../../drivers/device-fault.js";
+import { ChipError, runApduScript } from "../../drivers/chip/apdu-runner.js";
+import type { ApduTransport } from "../../drivers/chip/apdu-transport.js";
+import type { PrinterDriver } from "../../drivers/printer/driver.js";
+import type { ProductionJob } from "../jobs/production-job.js";
+import type { JobState } from "../jobs/state-machine.js";
+import type { Logger } from "../log/logger.js";
+import type { JobRow, JobStore, OutboxEvent, StopDetails } from "../store/job-store.js";
+import type { Clock } from "../util/clock.js";
+import { CodedError } from "../util/errors.js";
+import { REASONS, reasonForDeviceFault } from "./reasons.js";
+
+export type PanelRenderer = (
+  lines: Array<{ text: string; xMm: number; yMm: number; sizePt: number }>,
+) => Buffer;
+
+export type ProductionStep = "render" | "insert" | "chip" | "print" | "encode" | "present" | "collect";
+
+export interface PipelineOptions {
+  store: JobStore;
+  printer: PrinterDriver;
+  /** The chip reader; absent on kiosks without one (a job with a chip part then fails). */
+  chip?: ApduTransport;
+  render: PanelRenderer;
+  clock: Clock;
+  logger: Logger;
+  defaultCollectTimeoutSec: number;
+  /** Called with every outbox event a state change wrote, so it can be sent at once. */
+  onEvent: (event: OutboxEvent) => void;
+}
+
+export interface PipelineEvents {
+  step: [operationId: string, step: ProductionStep];
+  finished: [operationId: string, state: JobState];
+}
+
+/**
+ * Produces READY jobs one at a time, in the order D1 pushed them. The pipeline owns the physical
+ * card: PRODUCING is committed before the first command to the printer, and from then on every way
+ * out ends the job with exactly one terminal state (DONE, FAILED with a reason, or CANCELED).
+ */
+export class ProductionPipeline extends EventEmitter<PipelineEvents> {
+  private running = false;
+  private wakeUp: (() => void) | undefined;
+  private loopDone: Promise<void> = Promise.resolve();
+  private readonly log: Logger;
+  /** The job on the printer right now, if any (status, cancel and shutdown read it). */
+  current: { operationId: string; step: ProductionStep } | undefined;
+
+  constructor(private readonly options: PipelineOptions) {
+    super();
+    this.log = options.logger.child({ component: "pipeline" });
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loopDone = this.loop();
+  }
+
+  /** Signals that a job may be waiting. */
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = undefined;
+    w?.();
+  }
+
+  /** Stops taking new jobs; resolves when the job in hand (if any) has ended. */
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake();
+    await this.loopDone;
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      const row = this.options.store.nextReady();
+      if (!row) {
+        await new Promise<void>((resolve) => {
+          this.wakeUp = resolve;
+        });
+        continue;
+      }
+      try {
+        await this.produce(row);
+      } catch (err) {
+        // produce() ends every job itself; reaching here is a bug, and the service must go on.
+        this.log.error({ err, operationId: row.operationId }, "pipeline failure outside a job step");
+      }
+    }
+  }
+
+  private async produce(row: JobRow): Promise<void> {
+    const { store, printer } = this.options;
+    const id = row.operationId;
+    const log = this.log.child({ operationId: id, maskedPan: row.maskedPan ?? undefined });
+
+    let job: ProductionJob;
+    let panels: { front?: Buffer; back?: Buffer };
+    try {
+      this.setStep(id, "render");
+      job = JSON.parse(store.loadJobJson(id)) as ProductionJob;
+      panels = this.renderPanels(job);
+    } catch (err) {
+      log.error({ err }, "job could not be prepared; no card was used");
+      this.move(id, "READY", "FAILED", { reason: REASONS.RENDER_ERROR, errorCode: REASONS.RENDER_ERROR, error: "render" });
+      return;
+    }
+
+    // Committed before the printer moves: from here on a restart must never re-run this job.
+    this.move(id, "READY", "PRODUCING");
+    let state: JobState = "PRODUCING";
+    let step: ProductionStep = "insert";
+    let cardInside = false;
+    const data = job.productionData;
+    try {
+      this.setStep(id, (step = "insert"));
+      await printer.insertCard();
+      cardInside = true;
+      if (data.chip && data.chip.apdus.length > 0) {
+        this.setStep(id, (step = "chip"));
+        await printer.moveToContactStation();
+        if (!this.options.chip) throw new CodedError("NO_CHIP_READER", "this kiosk has no chip reader configured");
+        await runApduScript(this.options.chip, data.chip.apdus);
+      }
+      if (panels.front || panels.back) {
+        this.setStep(id, (step = "print"));
+        await printer.printPanels(panels);
+      }
+      if (data.magstripe) {
+        this.setStep(id, (step = "encode"));
+        const { track1, track2, track3, coercivity } = data.magstripe;
+        await printer.encodeMagstripe({ track1, track2, track3 }, coercivity ?? "HICO");
+      }
+      this.setStep(id, (step = "present"));
+      await printer.presentCard();
+      this.move(id, "PRODUCING", "PRESENTED");
+      state = "PRESENTED";
+
+      this.setStep(id, (step = "collect"));
+      const timeoutSec = data.delivery?.collectTimeoutSec ?? row.collectTimeoutSec ?? this.options.defaultCollectTimeoutSec;
+      const taken = await printer.waitForCardTaken(timeoutSec * 1000);
+      if (taken) {
+        cardInside = false;
+        this.move(id, "PRESENTED", "DONE");
+        log.info("card taken by the cardholder");
+        return;
+      }
+      log.warn({ collectTimeoutSec: timeoutSec }, "card not taken in time; retracting to the capture bin");
+      try {
+        await printer.retractToCaptureBin();
+        cardInside = false;
+      } catch (err) {
+        log.error({ err }, "retract to capture bin failed; the card may still be in the mouth");
+      }
+      this.move(id, "PRESENTED", "FAILED", { reason: REASONS.CB_TIME, errorCode: REASONS.CB_TIME, error: "collect" });
+    } catch (err) {
+      const stop = stopDetailsFor(err, step);
+      log.warn({ reason: stop.reason, step, err }, "card production stopped");
+      if (cardInside && state === "PRODUCING") await this.rejectQuietly(log);
+      this.move(id, state, "FAILED", stop);
+    }
+  }
+
+  private renderPanels(job: ProductionJob): { front?: Buffer; back?: Buffer } {
+    const print = job.productionData.print;
+    const panels: { front?: Buffer; back?: Buffer } = {};
+    if (print?.front && print.front.length > 0) panels.front = this.options.render(print.front);
+    if (print?.back && print.back.length > 0) panels.back = this.options.render(print.back);
+    return panels;
+  }
+
+  private async rejectQuietly(log: Logger): Promise<void> {
+    try {
+      await this.options.printer.rejectCard();
+    } catch (err) {
+      // A card we could not reject stays visible through the printer's position sensor; recovery
+      // and the technician deal with it. The job's status must still go out.
+      log.error({ err }, "could not reject the card");
+    }
+  }
+
+  private setStep(operationId: string, step: ProductionStep): void {
+    this.current = { operationId, step };
+    this.emit("step", operationId, step);
+  }
+
+  private move(operationId: string, from: JobState, to: JobState, stop?: StopDetails): void {
+    const event = this.options.store.transition(operationId, from, to, stop);
+    if (event) this.options.onEvent(event);
+    if (to === "DONE" || to === "FAILED" || to === "CANCELED") {
+      this.current = undefined;
+      this.emit("finished", operationId, to);
+    }
+  }
+}
+
+/** Maps whatever stopped a card to D1's reason / errorCode / error. Never includes card data. */
+export function stopDetailsFor(err: unknown, step: ProductionStep): Required<StopDetails> {
+  if (err instanceof DeviceError) {
+    const reason = reasonForDeviceFault(err.code);
+    return { reason, errorCode: reason, error: `${reason.toLowerCase().replaceAll("_", " ")} at step ${step}` };
+  }
+  if (err instanceof ChipError) {
+    const where = err.index === undefined ? "" : ` at APDU #${err.index}`;
+    return { reason: REASONS.CHIP_ERROR, errorCode: err.code, error: `chip step failed${where}` };
+  }
+  if (err instanceof CodedError) {
+    return { reason: err.code, errorCode: err.code, error: `step ${step}` };
+  }
+  return { reason: REASONS.INTERNAL_ERROR, errorCode: REASONS.INTERNAL_ERROR, error: `step ${step}` };
+}

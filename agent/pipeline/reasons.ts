@@ -1,0 +1,20 @@
+import type { DeviceFault } from "../../drivers/device-fault.js";
+
+/**
+ * D1 `details.reason` keywords for CARD_PROD_EXCEPTION. docs/reasons.md is the catalogue: one row
+ * per keyword, the device signal behind it, and the test that proves it.
+ */
+export const REASONS = {
+  /** Presented, not taken within collectTimeoutSec, retracted into the capture bin. */
+  CB_TIME: "CB_TIME",
+  /** The agent stopped (crash, power loss) while the card was in production; never re-run. */
+  INTERRUPTED: "INTERRUPTED",
+  CHIP_ERROR: "CHIP_ERROR",
+  RENDER_ERROR: "RENDER_ERROR",
+  INTERNAL_ERROR: "INTERNAL_ERROR",
+} as const;
+
+/** Device faults map one-to-one onto reason keywords of the same name. */
+export function reasonForDeviceFault(fault: DeviceFault): string {
+  return fault;
+}
