@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Brings a fresh machine to the point where the demo and the tests run: the Debian runtime
+# libraries the native addons need, then the npm dependencies exactly as locked.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# node-hid (magstripe encoder over USB HID) loads libusb at run time.
+ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
+if ((${#need_apt[@]})); then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "setup: please install: ${need_apt[*]} (needs root)" >&2
+  fi
+fi
+
+# better-sqlite3 and the serialport/HID addons compile against the local Node headers.
+[ -d /usr/include/node ] && export npm_config_nodedir=/usr
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
