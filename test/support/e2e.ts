@@ -1,0 +1,104 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KioskAgent } from "../../agent/agent.js";
+import { parseConfig } from "../../agent/config/load.js";
+import type { AgentConfigInput } from "../../agent/config/schema.js";
+import { makeSampleJob } from "../../agent/jobs/sample-jobs.js";
+import type { Clock } from "../../agent/util/clock.js";
+import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
+import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
+import { attachVirtualPrinter } from "../../simulator/printer/index.js";
+import type { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
+import { captureLogs } from "./log-capture.js";
+
+export const STATION = "KIOSK-PS-101";
+export const PRINTER_PATH = "/dev/ttyVIRT0";
+
+export interface Rig {
+  agent: KioskAgent;
+  emulator: D1Emulator;
+  printer: VirtualPrinter;
+  binding: VirtualSerialBinding;
+  card: VirtualCard;
+  dataDir: string;
+  logs: ReturnType<typeof captureLogs>;
+  /** Builds a fresh agent on the same data dir and devices (a restart). */
+  restart(): Promise<KioskAgent>;
+  close(): Promise<void>;
+}
+
+export interface RigOptions {
+  takeAfterMs?: number;
+  clock?: Clock;
+  config?: Partial<AgentConfigInput>;
+  ackMode?: "auto" | "manual";
+}
+
+/**
+ * The whole product on loopback: D1 emulator (real ws server), the agent (real ws client, real
+ * SQLite file, real SerialPortStream) and the simulated printer under a serialport binding.
+ */
+export async function startRig(options: RigOptions = {}): Promise<Rig> {
+  const dataDir = mkdtempSync(join(tmpdir(), "kiosk-e2e-"));
+  const logs = captureLogs("debug");
+  const token = randomBytes(12).toString("hex");
+  const emulator = new D1Emulator({ token, ackMode: options.ackMode ?? "auto" });
+  const { url } = await emulator.start();
+  const binding = new VirtualSerialBinding();
+  const printer = attachVirtualPrinter(binding, PRINTER_PATH, { takeAfterMs: options.takeAfterMs ?? 0 });
+  const card = new VirtualCard();
+  const config = parseConfig({
+    station: { id: STATION },
+    d1: { url, token, allowInsecure: true, backoff: { initialMs: 20, maxMs: 200 }, ...options.config?.d1 },
+    dataDir,
+    printer: { path: PRINTER_PATH, ...options.config?.printer },
+    production: { defaultCollectTimeoutSec: 30, takePollMs: 10, ...options.config?.production },
+  });
+  const make = () =>
+    new KioskAgent(config, {
+      logger: logs.logger,
+      serialBinding: binding,
+      chip: new InProcessApduTransport(card),
+      ...(options.clock ? { clock: options.clock } : {}),
+    });
+  const rig: Rig = {
+    agent: make(),
+    emulator,
+    printer,
+    binding,
+    card,
+    dataDir,
+    logs,
+    async restart() {
+      await rig.agent.stop();
+      rig.agent = make();
+      rig.agent.start();
+      return rig.agent;
+    },
+    async close() {
+      await rig.agent.stop().catch(() => undefined);
+      await emulator.stop();
+    },
+  };
+  rig.agent.start();
+  await emulator.waitForConnection(STATION, 10_000);
+  return rig;
+}
+
+let counter = 0;
+/** A valid job for this rig's station, unique per call. */
+export function job(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  const base = makeSampleJob(counter++, { station: STATION, runId: randomBytes(3).toString("hex") }) as unknown as Record<
+    string,
+    unknown
+  >;
+  return { ...base, ...overrides };
+}
+
+/** The D1 statuses D1 received for an operation, in arrival order (duplicates excluded). */
+export function statusesAtD1(emulator: D1Emulator, operationId: string): string[] {
+  return emulator.operations(operationId).map((o) => o.details.status);
+}
