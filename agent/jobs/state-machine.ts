@@ -39,7 +39,12 @@ export const TRANSITIONS: Readonly<Record<FromState, Partial<Record<JobState, D1
   CANCELED: {},
 };
 
-export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(["DONE", "DATA_EXCEPTION", "FAILED", "CANCELED"]);
+export const TERMINAL_STATES: ReadonlySet<JobState> = new Set([
+  "DONE",
+  "DATA_EXCEPTION",
+  "FAILED",
+  "CANCELED",
+]);
 
 export function isTerminal(state: JobState): boolean {
   return TERMINAL_STATES.has(state);
