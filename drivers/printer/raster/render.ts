@@ -1,0 +1,182 @@
+/**
+ * Job print lines → 1-bit printer panel, through an SVG <text> rendered by resvg.
+ *
+ * The SVG canvas is the landscape card at one user unit per dot, so job millimetres convert with a
+ * single scale and resvg's output only needs thresholding and a transpose into printer lines.
+ */
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Resvg } from "@resvg/resvg-js";
+import { CodedError } from "../../../agent/util/errors.js";
+import {
+  BYTES_PER_LINE,
+  LANDSCAPE_HEIGHT,
+  LANDSCAPE_WIDTH,
+  mmToDots,
+  PANEL_BYTES,
+  ptToDots,
+} from "./geometry.js";
+
+export interface PrintLine {
+  text: string;
+  /** From the card's left edge, as the cardholder sees this side. */
+  xMm: number;
+  /** From the card's top edge to the text baseline. */
+  yMm: number;
+  sizePt: number;
+}
+
+/** Landscape picture, row-major, one byte per pixel (1 = ink), `width` = LINES, `height` = dots. */
+export interface LandscapeBitmap {
+  width: number;
+  height: number;
+  ink: Uint8Array;
+}
+
+export class RenderError extends CodedError<"BAD_PRINT_LINE" | "RENDER_FAILED"> {}
+
+/**
+ * Shipped with the repo and loaded alone (no system fonts) so that a card renders dot-for-dot the
+ * same on every kiosk, CI runner and developer machine.
+ */
+export const FONT_FILE = fileURLToPath(new URL("../../../assets/fonts/DejaVuSans.ttf", import.meta.url));
+const FONT_FAMILY = "DejaVu Sans";
+
+/** resvg anti-aliases; keeping pixels at least half covered gives strokes their geometric weight. */
+const INK_ALPHA = 128;
+
+/**
+ * Module-local copies for the pixel loops: vitest and tsx rewrite imported bindings into property
+ * reads, which made the transpose ~10× slower.
+ */
+const WIDTH: number = LANDSCAPE_WIDTH;
+const HEIGHT: number = LANDSCAPE_HEIGHT;
+const STRIDE: number = BYTES_PER_LINE;
+
+let fontChecked = false;
+
+export function renderPanel(lines: ReadonlyArray<PrintLine>): Buffer {
+  return landscapeToPanel(renderLandscape(lines));
+}
+
+export function renderLandscape(lines: ReadonlyArray<PrintLine>): LandscapeBitmap {
+  const bitmap: LandscapeBitmap = {
+    width: LANDSCAPE_WIDTH,
+    height: LANDSCAPE_HEIGHT,
+    ink: new Uint8Array(LANDSCAPE_WIDTH * LANDSCAPE_HEIGHT),
+  };
+  const svg = buildSvg(lines);
+  if (svg === undefined) return bitmap;
+  if (!fontChecked) {
+    // resvg draws nothing, without an error, when a font is missing: that would be a blank card.
+    if (!existsSync(FONT_FILE)) throw new RenderError("RENDER_FAILED", "card font file is missing");
+    fontChecked = true;
+  }
+  let pixels: Buffer;
+  try {
+    const image = new Resvg(svg, {
+      font: {
+        loadSystemFonts: false,
+        fontFiles: [FONT_FILE],
+        defaultFontFamily: FONT_FAMILY,
+        sansSerifFamily: FONT_FAMILY,
+      },
+      logLevel: "off",
+    }).render();
+    if (image.width !== LANDSCAPE_WIDTH || image.height !== LANDSCAPE_HEIGHT) {
+      throw new Error(`unexpected raster size ${image.width}x${image.height}`);
+    }
+    pixels = image.pixels;
+  } catch (err) {
+    throw new RenderError("RENDER_FAILED", "resvg could not render the panel", { cause: err });
+  }
+  const { ink } = bitmap;
+  for (let i = 0, p = 3; i < ink.length; i++, p += 4) {
+    if (pixels[p]! >= INK_ALPHA) ink[i] = 1;
+  }
+  return bitmap;
+}
+
+export function landscapeToPanel(bitmap: LandscapeBitmap): Buffer {
+  if (bitmap.width !== LANDSCAPE_WIDTH || bitmap.height !== LANDSCAPE_HEIGHT) {
+    throw new RangeError(`landscape bitmap must be ${LANDSCAPE_WIDTH}x${LANDSCAPE_HEIGHT}`);
+  }
+  const panel = Buffer.alloc(PANEL_BYTES);
+  const { ink } = bitmap;
+  for (let y = 0; y < HEIGHT; y++) {
+    const bit = 0x80 >> (y & 7);
+    const row = y * WIDTH;
+    for (let x = 0, o = y >> 3; x < WIDTH; x++, o += STRIDE) {
+      if (ink[row + x] !== 0) panel[o]! |= bit;
+    }
+  }
+  return panel;
+}
+
+export function panelToLandscape(raw: Buffer): LandscapeBitmap {
+  if (raw.length !== PANEL_BYTES) throw new RangeError(`panel must be ${PANEL_BYTES} bytes`);
+  const ink = new Uint8Array(WIDTH * HEIGHT);
+  for (let x = 0; x < WIDTH; x++) {
+    const line = x * STRIDE;
+    for (let b = 0; b < STRIDE; b++) {
+      const byte = raw[line + b]!;
+      if (byte === 0) continue;
+      for (let bit = 0; bit < 8; bit++) {
+        if (byte & (0x80 >> bit)) ink[(b * 8 + bit) * WIDTH + x] = 1;
+      }
+    }
+  }
+  return { width: LANDSCAPE_WIDTH, height: LANDSCAPE_HEIGHT, ink };
+}
+
+/** `undefined` when nothing would be drawn, so blank panels skip resvg entirely. */
+function buildSvg(lines: ReadonlyArray<PrintLine>): string | undefined {
+  const texts: string[] = [];
+  lines.forEach((line, index) => {
+    // Messages name the line index only: print lines can hold the PAN.
+    for (const key of ["xMm", "yMm", "sizePt"] as const) {
+      if (typeof line[key] !== "number" || !Number.isFinite(line[key])) {
+        throw new RenderError("BAD_PRINT_LINE", `print line ${index}: ${key} is not a finite number`);
+      }
+    }
+    if (line.sizePt <= 0) throw new RenderError("BAD_PRINT_LINE", `print line ${index}: sizePt must be > 0`);
+    if (typeof line.text !== "string") {
+      throw new RenderError("BAD_PRINT_LINE", `print line ${index}: text is not a string`);
+    }
+    if (XML_FORBIDDEN.test(line.text)) {
+      throw new RenderError("BAD_PRINT_LINE", `print line ${index}: text has characters XML cannot carry`);
+    }
+    if (line.text.trim() === "") return;
+    texts.push(
+      `<text x="${num(mmToDots(line.xMm))}" y="${num(mmToDots(line.yMm))}" ` +
+        `font-size="${num(ptToDots(line.sizePt))}">${escapeXml(line.text)}</text>`,
+    );
+  });
+  if (texts.length === 0) return undefined;
+  // xml:space="preserve" keeps runs of spaces as given (PAN grouping, aligned columns).
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${LANDSCAPE_WIDTH}" height="${LANDSCAPE_HEIGHT}" ` +
+    `viewBox="0 0 ${LANDSCAPE_WIDTH} ${LANDSCAPE_HEIGHT}" xml:space="preserve">` +
+    `<g font-family="${FONT_FAMILY}" fill="#000">${texts.join("")}</g></svg>`
+  );
+}
+
+/** C0 controls other than tab/LF/CR, lone surrogates and U+FFFE/U+FFFF are not XML 1.0 characters. */
+const XML_FORBIDDEN =
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+export function escapeXml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => XML_ENTITIES[c]!);
+}
+
+const XML_ENTITIES: Record<string, string> = {
+  "&": "&amp;",
+  "<": "&lt;",
+  ">": "&gt;",
+  '"': "&quot;",
+  "'": "&apos;",
+};
+
+function num(value: number): string {
+  return value.toFixed(3);
+}
