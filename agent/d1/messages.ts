@@ -23,11 +23,16 @@ export const HelloMessage = z.object({
  * Status notifications: `operations` is exactly D1's batch shape. `eventIds[i]` is the outbox id of
  * `operations[i]`; D1 acknowledges ids and de-duplicates with them.
  */
-export const NotifyMessage = z.object({
-  type: z.literal("notify"),
-  operations: z.array(OperationSchema).min(1),
-  eventIds: z.array(z.string()).min(1),
-});
+export const NotifyMessage = z
+  .object({
+    type: z.literal("notify"),
+    operations: z.array(OperationSchema).min(1),
+    eventIds: z.array(z.string()).min(1),
+  })
+  .refine((m) => m.operations.length === m.eventIds.length, {
+    message: "eventIds must pair one to one with operations",
+    path: ["eventIds"],
+  });
 
 /** Answer to a push, sent only after the job is committed to disk (or refused). */
 export const PushResultMessage = z.object({
@@ -80,7 +85,7 @@ export const StatusQueryMessage = z.object({
   requestId: z.string().min(1),
   /** Some operations by id; or omitted, with `since`, for all operations changed since then. */
   operationIds: z.array(z.string()).optional(),
-  since: z.iso.datetime().optional(),
+  since: z.iso.datetime({ offset: true }).optional(),
 });
 
 export const CancelResultMessage = z.object({
@@ -127,3 +132,6 @@ export type AckMessage = z.infer<typeof AckMessage>;
 export type CancelMessage = z.infer<typeof CancelMessage>;
 export type StatusQueryMessage = z.infer<typeof StatusQueryMessage>;
 export type ErrorMessage = z.infer<typeof ErrorMessage>;
+export type CancelResultMessage = z.infer<typeof CancelResultMessage>;
+export type StatusResultMessage = z.infer<typeof StatusResultMessage>;
+export type WelcomeMessage = z.infer<typeof WelcomeMessage>;
