@@ -1,0 +1,107 @@
+/**
+ * What each injectable printer fault does, on one screen. A fault is armed for a number of firings
+ * (or persistently) and fires when the printer reaches the step it hits. Every default step occurs
+ * once per card, so `count: N` means the next N cards.
+ */
+
+export type PrinterFaultName =
+  | "feeder-empty"
+  | "ribbon-out"
+  | "cover-open"
+  | "card-jam"
+  | "mag-write"
+  | "mag-verify"
+  | "not-taken"
+  | "timeout"
+  | "garbage"
+  | "unplug"
+  | "slow";
+
+/**
+ * A step is a command name, except `print`: the `Se` that ends a print sequence (outside a sequence
+ * `Se` is an eject, step `Se`). `*` matches every command.
+ */
+export type PrinterStep = string;
+
+export type FaultEffect =
+  /** The command is refused with this reply and changes nothing, except a jam, which takes a card. */
+  | { kind: "refuse"; reply: string }
+  | { kind: "jam"; reply: string }
+  /** `Smr` answers data that differs from what was written. */
+  | { kind: "corrupt-read-back" }
+  /** `Seb` works but the cardholder never takes the card. */
+  | { kind: "card-not-taken" }
+  /** No reply at all; the command is not executed. */
+  | { kind: "swallow" }
+  /** Line noise ending in CR before the real reply. */
+  | { kind: "noise" }
+  /** The port vanishes instead of answering; the command is not executed. */
+  | { kind: "unplug" }
+  /** The reply comes `factor` times later than configured. */
+  | { kind: "slow" };
+
+export interface FaultRule {
+  /** Steps it hits by default; `at` in the fault options overrides it. */
+  hits: readonly PrinterStep[];
+  effect: FaultEffect;
+}
+
+export const FAULT_RULES: Readonly<Record<PrinterFaultName, FaultRule>> = {
+  "feeder-empty": { hits: ["Si"], effect: { kind: "refuse", reply: "FEEDER EMPTY" } },
+  "card-jam": { hits: ["Si"], effect: { kind: "jam", reply: "CARD JAM" } },
+  "ribbon-out": { hits: ["print"], effect: { kind: "refuse", reply: "ERR RIBBON" } },
+  "cover-open": { hits: ["print"], effect: { kind: "refuse", reply: "COVER OPEN" } },
+  "mag-write": { hits: ["Smw"], effect: { kind: "refuse", reply: "ERR WRITE" } },
+  "mag-verify": { hits: ["Smr"], effect: { kind: "corrupt-read-back" } },
+  "not-taken": { hits: ["Seb"], effect: { kind: "card-not-taken" } },
+  timeout: { hits: ["Si"], effect: { kind: "swallow" } },
+  garbage: { hits: ["Si"], effect: { kind: "noise" } },
+  unplug: { hits: ["Si"], effect: { kind: "unplug" } },
+  slow: { hits: ["*"], effect: { kind: "slow" } },
+};
+
+export interface FaultOptions {
+  /** Fires on the next N matching steps. Default 1 unless `persistent`. */
+  count?: number;
+  /** Fires every time until `clearFaults()`. */
+  persistent?: boolean;
+  /** Overrides the step the fault hits, e.g. `Smw` or `print` for `unplug`, `*` for any command. */
+  at?: PrinterStep;
+  /** `unplug`: the device comes back after this long. Default 1000 ms. */
+  replugAfterMs?: number;
+  /** `slow`: latency multiplier. Default 10. A zero latency stays zero: configure one to see it. */
+  factor?: number;
+}
+
+export interface ArmedFault {
+  name: PrinterFaultName;
+  rule: FaultRule;
+  steps: readonly PrinterStep[];
+  remaining: number;
+  persistent: boolean;
+  options: FaultOptions;
+}
+
+export function armFault(name: PrinterFaultName, options: FaultOptions = {}): ArmedFault {
+  const rule = FAULT_RULES[name];
+  return {
+    name,
+    rule,
+    steps: options.at === undefined ? rule.hits : [options.at],
+    remaining: options.persistent ? Number.POSITIVE_INFINITY : (options.count ?? 1),
+    persistent: options.persistent ?? false,
+    options,
+  };
+}
+
+/** The faults that fire at `step`, each consuming one firing. */
+export function fireFaults(armed: ArmedFault[], step: PrinterStep): ArmedFault[] {
+  const fired: ArmedFault[] = [];
+  for (const fault of armed) {
+    if (fault.remaining <= 0) continue;
+    if (!fault.steps.includes(step) && !fault.steps.includes("*")) continue;
+    fault.remaining--;
+    fired.push(fault);
+  }
+  return fired;
+}
