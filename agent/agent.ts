@@ -9,8 +9,8 @@ import type { AgentConfig } from "./config/schema.js";
 import { D1Link } from "./d1/link.js";
 import type { PushMessage, PushResultMessage, StatusQueryMessage } from "./d1/messages.js";
 import { validateJob } from "./jobs/validate.js";
-import { maskPan } from "./log/mask.js";
 import type { Logger } from "./log/logger.js";
+import { maskPan } from "./log/mask.js";
 import { OutboxSender } from "./outbox/sender.js";
 import { ProductionPipeline } from "./pipeline/pipeline.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
@@ -81,6 +81,7 @@ export class KioskAgent {
       clock: this.clock,
       logger: this.log,
       timeouts: config.printer.timeouts,
+      takePollMs: config.production.takePollMs,
     });
     this.pipeline = new ProductionPipeline({
       store: this.store,
@@ -239,7 +240,9 @@ export class KioskAgent {
   }
 }
 
-function panOf(job: { productionData: { magstripe?: { track2?: string; track1?: string } } }): string | undefined {
+function panOf(job: {
+  productionData: { magstripe?: { track2?: string; track1?: string } };
+}): string | undefined {
   const t2 = job.productionData.magstripe?.track2;
   const pan = t2?.split("=")[0] ?? job.productionData.magstripe?.track1?.slice(1).split("^")[0];
   return pan ? maskPan(pan) : undefined;

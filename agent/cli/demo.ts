@@ -56,7 +56,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const str = (k: string): string | undefined => (typeof values[k] === "string" ? (values[k] as string) : undefined);
+  const str = (k: string): string | undefined =>
+    typeof values[k] === "string" ? (values[k] as string) : undefined;
   const int = (k: string, d: number): number => {
     const v = str(k);
     if (v === undefined) return d;
@@ -103,7 +104,10 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const jobs = o.jobsFile ? readJobsFile(o.jobsFile) : sampleJobs(o.jobs, o.station);
 
   const logFile = join(dataDir, "agent.log");
-  const logger = createLogger({ level: o.logLevel, destination: pino.destination({ dest: logFile, sync: true }) });
+  const logger = createLogger({
+    level: o.logLevel,
+    destination: pino.destination({ dest: logFile, sync: true }),
+  });
   const token = randomBytes(16).toString("hex");
   const emulator = new D1Emulator({ token, recordFile, logger });
   const { url } = await emulator.start();
@@ -121,7 +125,11 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     production: { defaultCollectTimeoutSec: 10, takePollMs: 20 },
     log: { level: o.logLevel },
   });
-  const agent = new KioskAgent(config, { logger, serialBinding: binding, chip: new InProcessApduTransport(card) });
+  const agent = new KioskAgent(config, {
+    logger,
+    serialBinding: binding,
+    chip: new InProcessApduTransport(card),
+  });
 
   console.log(`kiosk-agent demo: station ${o.station}, D1 emulator ${url}, data dir ${dataDir}`);
   console.log(`  agent log: ${logFile}${recordFile ? `\n  D1 record: ${recordFile}` : ""}`);
@@ -149,7 +157,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     try {
       await emulator.waitFor(() => open().length === 0, o.timeoutSec * 1000);
     } catch {
-      console.error(`demo: ${open().length} job(s) still open after ${o.timeoutSec}s: ${open().map(short).join(", ")}`);
+      console.error(
+        `demo: ${open().length} job(s) still open after ${o.timeoutSec}s: ${open().map(short).join(", ")}`,
+      );
       return 1;
     }
     printSummary(emulator, [...new Set(accepted)], refused);
@@ -204,4 +214,3 @@ function readJobsFile(file: string): unknown[] {
   if (!Array.isArray(parsed)) throw new UsageError(`--jobs-file ${file}: must hold a JSON array of jobs`);
   return parsed;
 }
-

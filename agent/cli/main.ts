@@ -1,6 +1,6 @@
-import { runCommand } from "./run.js";
-import { demoCommand } from "./demo.js";
 import { configCheckCommand } from "./config-check.js";
+import { demoCommand } from "./demo.js";
+import { runCommand } from "./run.js";
 
 /**
  * `kiosk-agent <command>`. Exit codes: 0 success; 1 the command ran and failed (a demo job did not

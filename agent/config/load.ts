@@ -24,12 +24,18 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     try {
       text = readFileSync(file, "utf8");
     } catch (err) {
-      throw new ConfigError("CONFIG_UNREADABLE", `cannot read config file ${file}: ${(err as Error).message}`);
+      throw new ConfigError(
+        "CONFIG_UNREADABLE",
+        `cannot read config file ${file}: ${(err as Error).message}`,
+      );
     }
     try {
       raw = JSON.parse(text) as Record<string, unknown>;
     } catch (err) {
-      throw new ConfigError("CONFIG_UNREADABLE", `config file ${file} is not valid JSON: ${(err as Error).message}`);
+      throw new ConfigError(
+        "CONFIG_UNREADABLE",
+        `config file ${file} is not valid JSON: ${(err as Error).message}`,
+      );
     }
   }
   applyEnvOverrides(raw, env);

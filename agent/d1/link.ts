@@ -1,5 +1,5 @@
-import { EventEmitter } from "node:events";
 import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
 import WebSocket from "ws";
 import type { Logger } from "../log/logger.js";
 import type { Clock, TimerHandle } from "../util/clock.js";
@@ -122,7 +122,10 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     });
     socket.on("error", (err) => {
       // Followed by 'close'; reconnect is scheduled there. The message names the cause, not secrets.
-      this.log.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, "D1 socket error");
+      this.log.debug(
+        { err: { message: err.message, code: (err as NodeJS.ErrnoException).code } },
+        "D1 socket error",
+      );
     });
     socket.on("close", (code) => {
       if (this.socket === socket) this.socket = undefined;
@@ -146,7 +149,12 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     const requestId = (parsed as { requestId?: unknown } | null)?.requestId;
     const reqId = typeof requestId === "string" ? requestId : undefined;
     if (typeof type !== "string" || !KNOWN_TYPES.has(type)) {
-      this.reject(socket, "UNKNOWN_TYPE", `unknown message type ${JSON.stringify(String(type)).slice(0, 40)}`, reqId);
+      this.reject(
+        socket,
+        "UNKNOWN_TYPE",
+        `unknown message type ${JSON.stringify(String(type)).slice(0, 40)}`,
+        reqId,
+      );
       return;
     }
     const result = D1ToAgent.safeParse(parsed);
@@ -208,7 +216,10 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     if (this.stopped || this.reconnectTimer) return;
     const { attempt, delayMs, ceilingMs } = this.backoff.next();
     // One line per backoff step, so an unreachable D1 does not flood the log.
-    this.log.warn({ attempt, delayMs, ceilingMs, url: redactUrl(this.options.url) }, "D1 unreachable, retrying");
+    this.log.warn(
+      { attempt, delayMs, ceilingMs, url: redactUrl(this.options.url) },
+      "D1 unreachable, retrying",
+    );
     this.reconnectTimer = this.options.clock.setTimeout(() => {
       this.reconnectTimer = undefined;
       this.connect();

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
-import { DeviceError } from "../../drivers/device-fault.js";
 import { ChipError, runApduScript } from "../../drivers/chip/apdu-runner.js";
 import type { ApduTransport } from "../../drivers/chip/apdu-transport.js";
+import { DeviceError } from "../../drivers/device-fault.js";
 import type { PrinterDriver } from "../../drivers/printer/driver.js";
 import type { ProductionJob } from "../jobs/production-job.js";
 import type { JobState } from "../jobs/state-machine.js";
@@ -104,7 +104,11 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       panels = this.renderPanels(job);
     } catch (err) {
       log.error({ err }, "job could not be prepared; no card was used");
-      this.move(id, "READY", "FAILED", { reason: REASONS.RENDER_ERROR, errorCode: REASONS.RENDER_ERROR, error: "render" });
+      this.move(id, "READY", "FAILED", {
+        reason: REASONS.RENDER_ERROR,
+        errorCode: REASONS.RENDER_ERROR,
+        error: "render",
+      });
       return;
     }
 
@@ -112,34 +116,40 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     this.move(id, "READY", "PRODUCING");
     let state: JobState = "PRODUCING";
     let step: ProductionStep = "insert";
+    const enter = (next: ProductionStep): void => {
+      step = next;
+      this.setStep(id, next);
+    };
     let cardInside = false;
     const data = job.productionData;
     try {
-      this.setStep(id, (step = "insert"));
+      enter("insert");
       await printer.insertCard();
       cardInside = true;
       if (data.chip && data.chip.apdus.length > 0) {
-        this.setStep(id, (step = "chip"));
+        enter("chip");
         await printer.moveToContactStation();
-        if (!this.options.chip) throw new CodedError("NO_CHIP_READER", "this kiosk has no chip reader configured");
+        if (!this.options.chip)
+          throw new CodedError("NO_CHIP_READER", "this kiosk has no chip reader configured");
         await runApduScript(this.options.chip, data.chip.apdus);
       }
       if (panels.front || panels.back) {
-        this.setStep(id, (step = "print"));
+        enter("print");
         await printer.printPanels(panels);
       }
       if (data.magstripe) {
-        this.setStep(id, (step = "encode"));
+        enter("encode");
         const { track1, track2, track3, coercivity } = data.magstripe;
         await printer.encodeMagstripe({ track1, track2, track3 }, coercivity ?? "HICO");
       }
-      this.setStep(id, (step = "present"));
+      enter("present");
       await printer.presentCard();
       this.move(id, "PRODUCING", "PRESENTED");
       state = "PRESENTED";
 
-      this.setStep(id, (step = "collect"));
-      const timeoutSec = data.delivery?.collectTimeoutSec ?? row.collectTimeoutSec ?? this.options.defaultCollectTimeoutSec;
+      enter("collect");
+      const timeoutSec =
+        data.delivery?.collectTimeoutSec ?? row.collectTimeoutSec ?? this.options.defaultCollectTimeoutSec;
       const taken = await printer.waitForCardTaken(timeoutSec * 1000);
       if (taken) {
         cardInside = false;
@@ -154,7 +164,11 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       } catch (err) {
         log.error({ err }, "retract to capture bin failed; the card may still be in the mouth");
       }
-      this.move(id, "PRESENTED", "FAILED", { reason: REASONS.CB_TIME, errorCode: REASONS.CB_TIME, error: "collect" });
+      this.move(id, "PRESENTED", "FAILED", {
+        reason: REASONS.CB_TIME,
+        errorCode: REASONS.CB_TIME,
+        error: "collect",
+      });
     } catch (err) {
       const stop = stopDetailsFor(err, step);
       log.warn({ reason: stop.reason, step, err }, "card production stopped");
@@ -200,7 +214,11 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
 export function stopDetailsFor(err: unknown, step: ProductionStep): Required<StopDetails> {
   if (err instanceof DeviceError) {
     const reason = reasonForDeviceFault(err.code);
-    return { reason, errorCode: reason, error: `${reason.toLowerCase().replaceAll("_", " ")} at step ${step}` };
+    return {
+      reason,
+      errorCode: reason,
+      error: `${reason.toLowerCase().replaceAll("_", " ")} at step ${step}`,
+    };
   }
   if (err instanceof ChipError) {
     const where = err.index === undefined ? "" : ` at APDU #${err.index}`;

@@ -34,7 +34,10 @@ export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<
     const id = row.operationId;
     let event: OutboxEvent | null;
     if (row.state === "PRESENTED" && position === "NONE") {
-      log.warn({ operationId: id }, "agent stopped while the card was presented; the mouth is empty: card taken");
+      log.warn(
+        { operationId: id },
+        "agent stopped while the card was presented; the mouth is empty: card taken",
+      );
       event = store.transition(id, "PRESENTED", "DONE");
     } else {
       try {

@@ -143,7 +143,9 @@ export class JobStore {
         `SELECT seq, event_id, operation_id, d1_status, operation_json, send_count FROM events
          WHERE acked_at IS NULL AND seq > ? ORDER BY seq LIMIT ?`,
       ),
-      markSent: this.db.prepare("UPDATE events SET send_count = send_count + 1, last_sent_at = ? WHERE event_id = ?"),
+      markSent: this.db.prepare(
+        "UPDATE events SET send_count = send_count + 1, last_sent_at = ? WHERE event_id = ?",
+      ),
       ack: this.db.prepare("UPDATE events SET acked_at = ? WHERE event_id = ? AND acked_at IS NULL"),
       latestEvent: this.db.prepare(
         "SELECT operation_json FROM events WHERE operation_id = ? ORDER BY seq DESC LIMIT 1",
@@ -198,7 +200,10 @@ export class JobStore {
   transition(operationId: string, from: JobState, to: JobState, stop: StopDetails = {}): OutboxEvent | null {
     const d1Status = transitionEvent(from as FromState, to);
     if (d1Status === undefined) {
-      throw new StoreError("ILLEGAL_TRANSITION", `job ${operationId}: ${from} → ${to} is not a legal transition`);
+      throw new StoreError(
+        "ILLEGAL_TRANSITION",
+        `job ${operationId}: ${from} → ${to} is not a legal transition`,
+      );
     }
     return this.db.transaction((): OutboxEvent | null => {
       const now = this.isoNow();
@@ -231,7 +236,8 @@ export class JobStore {
   /** The production job of a non-terminal job, decrypted in memory only. */
   loadJobJson(operationId: string): string {
     const row = this.statements.sealedJob.get(operationId) as { sealed_job: Buffer | null } | undefined;
-    if (!row?.sealed_job) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} has no production data`);
+    if (!row?.sealed_job)
+      throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} has no production data`);
     return this.box.open(row.sealed_job, operationId);
   }
 
@@ -284,7 +290,8 @@ export class JobStore {
 
   countsByState(): Partial<Record<JobState, number>> {
     const out: Partial<Record<JobState, number>> = {};
-    for (const r of this.statements.countByState.all() as { state: JobState; n: number }[]) out[r.state] = r.n;
+    for (const r of this.statements.countByState.all() as { state: JobState; n: number }[])
+      out[r.state] = r.n;
     return out;
   }
 

@@ -49,9 +49,13 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
 ];
 
 export function migrate(db: Database.Database): void {
-  db.exec("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)");
+  db.exec(
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+  );
   const applied = new Set(
-    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map((r) => r.version),
+    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map(
+      (r) => r.version,
+    ),
   );
   for (const m of MIGRATIONS) {
     if (applied.has(m.version)) continue;

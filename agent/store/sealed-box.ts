@@ -43,7 +43,10 @@ export function loadOrCreateKey(file: string): Buffer {
   }
   const mode = statSync(file).mode & 0o777;
   if ((mode & 0o077) !== 0) {
-    throw new CodedError("KEY_FILE_PERMISSIONS", `data key file ${file} must be mode 0600 (is ${mode.toString(8)})`);
+    throw new CodedError(
+      "KEY_FILE_PERMISSIONS",
+      `data key file ${file} must be mode 0600 (is ${mode.toString(8)})`,
+    );
   }
   const key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
   if (key.length !== 32) throw new CodedError("BAD_KEY", `data key file ${file} does not hold 32 bytes`);

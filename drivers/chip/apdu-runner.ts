@@ -56,11 +56,18 @@ async function exchange(transport: ApduTransport, command: Buffer, index: number
     if (sw1 === 0x6c) {
       const resend = Buffer.from(command);
       resend[resend.length - 1] = sw2;
-      response = await transmit(transport, command.length > 4 ? resend : Buffer.concat([command, Buffer.from([sw2])]), index);
+      response = await transmit(
+        transport,
+        command.length > 4 ? resend : Buffer.concat([command, Buffer.from([sw2])]),
+        index,
+      );
     } else if (sw1 === 0x61) {
       response = await transmit(transport, Buffer.from([0x00, 0xc0, 0x00, 0x00, sw2]), index);
     } else {
-      return response.subarray(response.length - 2).toString("hex").toUpperCase();
+      return response
+        .subarray(response.length - 2)
+        .toString("hex")
+        .toUpperCase();
     }
   }
   throw new ChipError("CHIP_IO_ERROR", index, `APDU #${index}: too many chained responses`);

@@ -45,7 +45,10 @@ export class VirtualCard {
     const [cla, ins, p1] = command;
     if (cla === 0x00 && ins === 0xa4 && p1 === 0x04) {
       const lc = command[4] ?? 0;
-      const aid = command.subarray(5, 5 + lc).toString("hex").toUpperCase();
+      const aid = command
+        .subarray(5, 5 + lc)
+        .toString("hex")
+        .toUpperCase();
       if (!this.aids.has(aid)) return Buffer.from("6A82", "hex");
       this.selected = aid;
       return Buffer.from("9000", "hex");

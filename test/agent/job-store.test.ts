@@ -6,7 +6,9 @@ import { JobStore, StoreError } from "../../agent/store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "../../agent/store/sealed-box.js";
 import { ManualClock } from "../../agent/util/clock.js";
 
-const JOB_JSON = JSON.stringify({ productionData: { magstripe: { track2: "5266092201416174=2804201000000000000" } } });
+const JOB_JSON = JSON.stringify({
+  productionData: { magstripe: { track2: "5266092201416174=2804201000000000000" } },
+});
 
 describe("JobStore", () => {
   let dir: string;
@@ -15,12 +17,22 @@ describe("JobStore", () => {
 
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "store-test-"));
-    store = new JobStore(join(dir, "jobs.sqlite"), new SealedBox(loadOrCreateKey(join(dir, "data.key"))), clock);
+    store = new JobStore(
+      join(dir, "jobs.sqlite"),
+      new SealedBox(loadOrCreateKey(join(dir, "data.key"))),
+      clock,
+    );
   });
   afterEach(() => store.close());
 
   const accept = (id: string) =>
-    store.accept({ kind: "valid", operationId: id, cardId: "c-1", jobJson: JOB_JSON, maskedPan: "526609******6174" });
+    store.accept({
+      kind: "valid",
+      operationId: id,
+      cardId: "c-1",
+      jobJson: JOB_JSON,
+      maskedPan: "526609******6174",
+    });
 
   it("accepts a job with its READY event in one step, and a duplicate changes nothing", () => {
     const first = accept("op-1");
@@ -62,7 +74,11 @@ describe("JobStore", () => {
     store.db.pragma("wal_checkpoint(TRUNCATE)");
     const bytes = readFileSync(join(dir, "jobs.sqlite"));
     expect(bytes.includes(Buffer.from("5266092201416174"))).toBe(false);
-    store.transition("op-4", "READY", "FAILED", { reason: "FEEDER_EMPTY", errorCode: "FEEDER_EMPTY", error: "insert" });
+    store.transition("op-4", "READY", "FAILED", {
+      reason: "FEEDER_EMPTY",
+      errorCode: "FEEDER_EMPTY",
+      error: "insert",
+    });
     expect(() => store.loadJobJson("op-4")).toThrow(/no production data/);
     expect(store.latestOperation("op-4")).toMatchObject({
       status: "FAILED",
@@ -108,7 +124,11 @@ describe("JobStore", () => {
   it("survives a reopen: the accepted job is on disk", () => {
     accept("op-6");
     store.close();
-    store = new JobStore(join(dir, "jobs.sqlite"), new SealedBox(loadOrCreateKey(join(dir, "data.key"))), clock);
+    store = new JobStore(
+      join(dir, "jobs.sqlite"),
+      new SealedBox(loadOrCreateKey(join(dir, "data.key"))),
+      clock,
+    );
     expect(store.nextReady()?.operationId).toBe("op-6");
   });
 });

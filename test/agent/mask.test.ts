@@ -25,13 +25,18 @@ describe("PAN masking", () => {
   });
 
   it("redacts deep inside objects and errors", () => {
-    const out = JSON.stringify(redactDeep({ a: [{ b: "x 4111111111111111 y" }], e: new Error("pan 4111111111111111") }));
+    const out = JSON.stringify(
+      redactDeep({ a: [{ b: "x 4111111111111111 y" }], e: new Error("pan 4111111111111111") }),
+    );
     expect(out).not.toContain("4111111111111111");
   });
 
   it("the logger removes sensitive fields and masks card data in messages", () => {
     const { logger, text } = captureLogs();
-    logger.info({ track2: "5266092201416174=2804201", nested: { pan: "5266092201416174" } }, "card 5266092201416174");
+    logger.info(
+      { track2: "5266092201416174=2804201", nested: { pan: "5266092201416174" } },
+      "card 5266092201416174",
+    );
     logger.error({ err: new Error("bad 4111111111111111") }, "failed");
     expect(text()).not.toContain("5266092201416174");
     expect(text()).not.toContain("4111111111111111");

@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
+import { job, type Rig, STATION, startRig, statusesAtD1, until } from "../support/e2e.js";
 import { findSecrets, secretsOf } from "../support/log-capture.js";
-import { job, type Rig, STATION, startRig, statusesAtD1 } from "../support/e2e.js";
 
 /** Secrets of every job pushed in this file; no captured log line may contain any of them. */
 const pushedSecrets = new Set<string>();
@@ -17,7 +17,9 @@ describe("one card, end to end", () => {
   });
   afterAll(() => {
     expect(allLogs.length).toBeGreaterThan(0);
-    expect(findSecrets(allLogs.join("\n"), [...pushedSecrets])).toEqual([]);
+    const leaks = findSecrets(allLogs.join("\n"), [...pushedSecrets]);
+    if (leaks.length) console.log(allLogs.filter((l) => leaks.some((s) => l.includes(s))).slice(0, 3));
+    expect(leaks).toEqual([]);
   });
 
   const push = async (j: Record<string, unknown>) => {
@@ -42,7 +44,7 @@ describe("one card, end to end", () => {
     expect(cards[0]).toMatchObject({ outcome: "taken" });
     expect(cards[0]!.frontInkDots).toBeGreaterThan(0);
     expect(cards[0]!.tracks.map((t) => t.n)).toEqual([1, 2]);
-    await rig.emulator.waitFor(() => rig.agent.store.outboxDepth() === 0, 5000);
+    await until(() => rig.agent.store.outboxDepth() === 0);
   });
 
   it("the same operationId pushed twice gets the same answer and one card", async () => {
@@ -80,7 +82,10 @@ describe("one card, end to end", () => {
       details: { status: "DATA_EXCEPTION", reason: "MISSING_SATELLITEUID" },
       error: "persoStation",
     });
-    expect(statusesAtD1(rig.emulator, good.operationId as string)).toEqual(["CARD_PROD_READY", "CARD_PROD_DONE"]);
+    expect(statusesAtD1(rig.emulator, good.operationId as string)).toEqual([
+      "CARD_PROD_READY",
+      "CARD_PROD_DONE",
+    ]);
     expect(rig.printer.record).toHaveLength(1);
   });
 
@@ -110,11 +115,11 @@ describe("one card, end to end", () => {
   it("link dropped mid-card: every status still reaches D1, once, and is acknowledged", async () => {
     const j = job();
     const id = j.operationId as string;
-    rig.printer.once("card-inserted", () => rig.emulator.dropLink());
+    rig.printer.once("card-presented", () => void rig.emulator.dropLink());
     await push(j);
     await terminal(id);
     expect(statusesAtD1(rig.emulator, id)).toEqual(["CARD_PROD_READY", "CARD_PROD_DONE"]);
-    await rig.emulator.waitFor(() => rig.agent.store.outboxDepth() === 0, 5000);
+    await until(() => rig.agent.store.outboxDepth() === 0);
     expect(rig.printer.record).toHaveLength(1);
   });
 

@@ -91,14 +91,26 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
 let counter = 0;
 /** A valid job for this rig's station, unique per call. */
 export function job(overrides: Record<string, unknown> = {}): Record<string, unknown> {
-  const base = makeSampleJob(counter++, { station: STATION, runId: randomBytes(3).toString("hex") }) as unknown as Record<
-    string,
-    unknown
-  >;
+  const base = makeSampleJob(counter++, {
+    station: STATION,
+    runId: randomBytes(3).toString("hex"),
+  }) as unknown as Record<string, unknown>;
   return { ...base, ...overrides };
 }
 
 /** The D1 statuses D1 received for an operation, in arrival order (duplicates excluded). */
 export function statusesAtD1(emulator: D1Emulator, operationId: string): string[] {
   return emulator.operations(operationId).map((o) => o.details.status);
+}
+
+/**
+ * Resolves once `predicate` holds, re-checking on every turn of the event loop. For conditions on
+ * the agent's side, which raise no event the test could await. Fails after `timeoutMs`.
+ */
+export async function until(predicate: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
 }

@@ -40,6 +40,14 @@ export function secretsOf(job: unknown): string[] {
   return [...out].filter((s) => s.length >= 3);
 }
 
+/**
+ * The secrets that occur in `haystack`. Short ones (a 3-digit CSC) count only as a whole token, or
+ * every timestamp and UUID would "contain" one.
+ */
 export function findSecrets(haystack: string, secrets: string[]): string[] {
-  return secrets.filter((s) => haystack.includes(s));
+  return secrets.filter((s) => {
+    if (s.length >= 8) return haystack.includes(s);
+    const escaped = s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    return new RegExp(`(?<![0-9A-Za-z])${escaped}(?![0-9A-Za-z])`).test(haystack);
+  });
 }

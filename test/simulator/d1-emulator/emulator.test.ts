@@ -263,7 +263,7 @@ describe("D1Emulator", () => {
       "malformed-json",
       "invalid-message",
       "invalid-message",
-      "notify-length-mismatch",
+      "invalid-message",
       "status-mismatch",
       "binary-frame",
     ]);
