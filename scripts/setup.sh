@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 # node-hid (magstripe encoder over USB HID) loads libusb at run time.
 ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
+# @pokusew/pcsclite (chip step through PC/SC) compiles against the pcsclite headers.
+[ -f /usr/include/PCSC/winscard.h ] || need_apt+=(libpcsclite-dev)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]}"
