@@ -8,6 +8,7 @@ import { SerialTransport } from "../drivers/transport/serial-transport.js";
 import type { AgentConfig } from "./config/schema.js";
 import { D1Link } from "./d1/link.js";
 import type { PushMessage, PushResultMessage, StatusQueryMessage } from "./d1/messages.js";
+import { PrinterSupervisor } from "./devices/printer-supervisor.js";
 import { validateJob } from "./jobs/validate.js";
 import type { Logger } from "./log/logger.js";
 import { maskPan } from "./log/mask.js";
@@ -16,7 +17,7 @@ import { ProductionPipeline } from "./pipeline/pipeline.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
-import { type Clock, delay, systemClock } from "./util/clock.js";
+import { type Clock, systemClock } from "./util/clock.js";
 import { AGENT_VERSION } from "./version.js";
 
 export interface AgentDependencies {
@@ -37,11 +38,11 @@ export class KioskAgent {
   readonly link: D1Link;
   readonly outbox: OutboxSender;
   readonly printer: PrinterDriver;
+  readonly supervisor: PrinterSupervisor;
   readonly pipeline: ProductionPipeline;
   private readonly clock: Clock;
   private readonly log: Logger;
   private started = false;
-  private stopping = false;
   private startup: Promise<void> = Promise.resolve();
 
   constructor(
@@ -83,9 +84,25 @@ export class KioskAgent {
       timeouts: config.printer.timeouts,
       takePollMs: config.production.takePollMs,
     });
+    this.supervisor = new PrinterSupervisor({
+      printer: this.printer,
+      clock: this.clock,
+      logger: this.log,
+      pollMs: config.printer.statusPollMs,
+      reopen: config.printer.reopen,
+      onFirstOpen: () =>
+        recoverInterruptedJobs({
+          store: this.store,
+          printer: this.printer,
+          logger: this.log,
+          onEvent: () => this.outbox.flush(),
+        }),
+    });
     this.pipeline = new ProductionPipeline({
       store: this.store,
       printer: this.printer,
+      supervisor: this.supervisor,
+      holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
       chip: deps.chip,
       render: renderPanel,
       clock: this.clock,
@@ -118,25 +135,26 @@ export class KioskAgent {
   }
 
   /**
-   * Starts the link at once (jobs are accepted into the store even while the printer is away), then
-   * opens the printer, recovers jobs a previous run left in production, and starts producing.
+   * Starts the link at once (jobs are accepted into the store even while the printer is away), the
+   * printer supervisor (which opens the printer and, once, recovers jobs a previous run left in
+   * production) and the pipeline, which waits for the printer before each card.
    */
   start(): void {
     if (this.started) return;
     this.started = true;
     this.log.info({ version: AGENT_VERSION }, "kiosk agent starting");
     this.link.start();
-    this.startup = this.openPrinterAndProduce();
+    this.startup = this.supervisor.start();
+    this.pipeline.start();
   }
 
-  /** Resolves once the printer is open and the pipeline runs (tests and the demo wait on it). */
+  /** Resolves once the printer was opened (or the agent stops); tests and the demo wait on it. */
   ready(): Promise<void> {
     return this.startup;
   }
 
   async stop(): Promise<void> {
-    this.stopping = true;
-    await this.startup.catch(() => undefined);
+    this.supervisor.stop();
     await this.pipeline.stop();
     this.outbox.flush();
     this.outbox.stop();
@@ -214,29 +232,6 @@ export class KioskAgent {
       operations: rows.flatMap((r) => (r.op ? [r.op] : [])),
       ...(unknown.length > 0 ? { unknownOperationIds: unknown } : {}),
     };
-  }
-
-  private async openPrinterAndProduce(): Promise<void> {
-    let attempt = 0;
-    while (!this.stopping) {
-      try {
-        await this.printer.open();
-        break;
-      } catch (err) {
-        attempt++;
-        const waitMs = Math.min(30_000, 500 * 2 ** Math.min(attempt, 6));
-        this.log.warn({ err, attempt, waitMs }, "printer not available, retrying");
-        await delay(this.clock, waitMs);
-      }
-    }
-    if (this.stopping) return;
-    await recoverInterruptedJobs({
-      store: this.store,
-      printer: this.printer,
-      logger: this.log,
-      onEvent: () => this.outbox.flush(),
-    });
-    this.pipeline.start();
   }
 }
 

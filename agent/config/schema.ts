@@ -39,15 +39,29 @@ export const ConfigSchema = z.object({
         magMs: z.number().int().positive().default(15_000),
       })
       .default({ defaultMs: 5_000, printMs: 60_000, magMs: 15_000 }),
+    /** How often a stopped printer's status is read to notice that the condition cleared. */
+    statusPollMs: z.number().int().min(10).max(60_000).default(2_000),
+    /** Re-open backoff after the port disappeared (cable pulled, USB reset). */
+    reopen: z
+      .object({
+        initialMs: z.number().int().min(10).default(500),
+        maxMs: z.number().int().min(100).default(10_000),
+      })
+      .default({ initialMs: 500, maxMs: 10_000 }),
   }),
   production: z
     .object({
       /** How long a presented card waits in the mouth when the job does not say (collectTimeoutSec). */
       defaultCollectTimeoutSec: z.number().int().min(5).max(600).default(60),
       /** How often the bezel sensor is read while a card waits to be taken. */
-      takePollMs: z.number().int().min(10).max(5_000).default(250),
+      takePollMs: z.number().int().min(5).max(5_000).default(50),
+      /**
+       * How long a job waits for a stopped or offline printer before it fails with the printer's
+       * reason (FEEDER_EMPTY, DEVICE_DISCONNECTED, …) without using a card.
+       */
+      holdWhileStoppedSec: z.number().min(0).max(3_600).default(120),
     })
-    .default({ defaultCollectTimeoutSec: 60, takePollMs: 250 }),
+    .default({ defaultCollectTimeoutSec: 60, takePollMs: 50, holdWhileStoppedSec: 120 }),
   log: z
     .object({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

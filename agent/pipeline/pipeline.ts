@@ -3,6 +3,7 @@ import { ChipError, runApduScript } from "../../drivers/chip/apdu-runner.js";
 import type { ApduTransport } from "../../drivers/chip/apdu-transport.js";
 import { DeviceError } from "../../drivers/device-fault.js";
 import type { PrinterDriver } from "../../drivers/printer/driver.js";
+import type { PrinterSupervisor } from "../devices/printer-supervisor.js";
 import type { ProductionJob } from "../jobs/production-job.js";
 import type { JobState } from "../jobs/state-machine.js";
 import type { Logger } from "../log/logger.js";
@@ -20,6 +21,9 @@ export type ProductionStep = "render" | "insert" | "chip" | "print" | "encode" |
 export interface PipelineOptions {
   store: JobStore;
   printer: PrinterDriver;
+  supervisor: PrinterSupervisor;
+  /** How long a job waits for a stopped or offline printer before it fails with the printer's reason. */
+  holdWhileStoppedMs: number;
   /** The chip reader; absent on kiosks without one (a job with a chip part then fails). */
   chip?: ApduTransport;
   render: PanelRenderer;
@@ -112,6 +116,18 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       return;
     }
 
+    const availability = await this.options.supervisor.awaitReady(this.options.holdWhileStoppedMs);
+    if (!availability.ready) {
+      if (!this.running) return; // shutting down: the job stays READY for the next run
+      log.warn({ reason: availability.reason }, "printer stopped for longer than the hold bound; job fails");
+      this.move(id, "READY", "FAILED", {
+        reason: availability.reason,
+        errorCode: availability.reason,
+        error: "printer stopped",
+      });
+      return;
+    }
+
     // Committed before the printer moves: from here on a restart must never re-run this job.
     this.move(id, "READY", "PRODUCING");
     let state: JobState = "PRODUCING";
@@ -120,12 +136,10 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       step = next;
       this.setStep(id, next);
     };
-    let cardInside = false;
     const data = job.productionData;
     try {
       enter("insert");
       await printer.insertCard();
-      cardInside = true;
       if (data.chip && data.chip.apdus.length > 0) {
         enter("chip");
         await printer.moveToContactStation();
@@ -152,28 +166,32 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         data.delivery?.collectTimeoutSec ?? row.collectTimeoutSec ?? this.options.defaultCollectTimeoutSec;
       const taken = await printer.waitForCardTaken(timeoutSec * 1000);
       if (taken) {
-        cardInside = false;
         this.move(id, "PRESENTED", "DONE");
+        this.options.supervisor.jobEnded();
         log.info("card taken by the cardholder");
         return;
       }
       log.warn({ collectTimeoutSec: timeoutSec }, "card not taken in time; retracting to the capture bin");
+      let retractError: unknown;
       try {
         await printer.retractToCaptureBin();
-        cardInside = false;
       } catch (err) {
         log.error({ err }, "retract to capture bin failed; the card may still be in the mouth");
+        retractError = err;
       }
       this.move(id, "PRESENTED", "FAILED", {
         reason: REASONS.CB_TIME,
         errorCode: REASONS.CB_TIME,
         error: "collect",
       });
+      if (retractError) await this.options.supervisor.afterFailure(retractError);
+      else this.options.supervisor.jobEnded();
     } catch (err) {
       const stop = stopDetailsFor(err, step);
       log.warn({ reason: stop.reason, step, err }, "card production stopped");
-      if (cardInside && state === "PRODUCING") await this.rejectQuietly(log);
+      // The status goes out first; clearing the card path may wait for an unplugged printer.
       this.move(id, state, "FAILED", stop);
+      await this.options.supervisor.afterFailure(err);
     }
   }
 
@@ -183,16 +201,6 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     if (print?.front && print.front.length > 0) panels.front = this.options.render(print.front);
     if (print?.back && print.back.length > 0) panels.back = this.options.render(print.back);
     return panels;
-  }
-
-  private async rejectQuietly(log: Logger): Promise<void> {
-    try {
-      await this.options.printer.rejectCard();
-    } catch (err) {
-      // A card we could not reject stays visible through the printer's position sensor; recovery
-      // and the technician deal with it. The job's status must still go out.
-      log.error({ err }, "could not reject the card");
-    }
   }
 
   private setStep(operationId: string, step: ProductionStep): void {

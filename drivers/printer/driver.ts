@@ -136,6 +136,17 @@ export class PrinterDriver {
     };
   }
 
+  get isOpen(): boolean {
+    return this.transport.isOpen;
+  }
+
+  /** Called when the link to the printer goes away without being asked to (unplugged cable). */
+  onDisconnect(listener: () => void): () => void {
+    return this.transport.onClose(({ disconnected }) => {
+      if (disconnected) listener();
+    });
+  }
+
   /** Opens the transport and hands error handling to the host (`Pem;2`). Call again after a disconnect. */
   async open(): Promise<void> {
     await this.transport.open();
@@ -332,13 +343,21 @@ export class PrinterDriver {
         answer: (reply) => settle(() => resolve(reply)),
         fail: (error) => settle(() => reject(error)),
       };
+      const droppedBefore = this.stats.droppedFrames;
       const timer = this.clock.setTimeout(() => {
-        this.log.warn({ command: name, timeoutMs }, "printer did not answer in time");
+        // Garbage instead of an answer is a line problem, not a silent printer: say which.
+        const garbled = this.stats.droppedFrames > droppedBefore;
+        this.log.warn({ command: name, timeoutMs, garbled }, "printer did not answer in time");
         entry.fail(
-          new DeviceError("DEVICE_TIMEOUT", `${name}: no reply within ${timeoutMs} ms`, {
-            device: this.device,
-            command: name,
-          }),
+          garbled
+            ? new DeviceError("PROTOCOL_ERROR", `${name}: only unreadable bytes within ${timeoutMs} ms`, {
+                device: this.device,
+                command: name,
+              })
+            : new DeviceError("DEVICE_TIMEOUT", `${name}: no reply within ${timeoutMs} ms`, {
+                device: this.device,
+                command: name,
+              }),
         );
       }, timeoutMs);
       this.inFlight = entry;

@@ -33,7 +33,10 @@ export type FaultEffect =
   | { kind: "card-not-taken" }
   /** No reply at all; the command is not executed. */
   | { kind: "swallow" }
-  /** Line noise ending in CR before the real reply. */
+  /**
+   * Line noise ending in CR where the reply should be: the command ran but its answer was lost in
+   * the noise. With `thenReply` the real reply follows the noise (a glitch the driver rides out).
+   */
   | { kind: "noise" }
   /** The port vanishes instead of answering; the command is not executed. */
   | { kind: "unplug" }
@@ -71,6 +74,8 @@ export interface FaultOptions {
   replugAfterMs?: number;
   /** `slow`: latency multiplier. Default 10. A zero latency stays zero: configure one to see it. */
   factor?: number;
+  /** `garbage`: send the real reply after the noise instead of losing it. */
+  thenReply?: boolean;
 }
 
 export interface ArmedFault {

@@ -227,8 +227,9 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     const { reply, latencyMs, noise } = this.handle(command);
     const finish = (): void => {
       if (reply !== undefined) {
-        if (noise) this.send(noise);
-        this.send(Buffer.concat([Buffer.from(reply, "latin1"), Buffer.of(CR)]));
+        if (noise) this.send(noise.bytes);
+        if (!noise || noise.thenReply)
+          this.send(Buffer.concat([Buffer.from(reply, "latin1"), Buffer.of(CR)]));
       }
       this.busy = false;
       this.pump();
@@ -238,7 +239,11 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
   }
 
   /** Applies the faults that fire at this step, then the command itself. */
-  private handle(command: ParsedCommand): { reply?: string; latencyMs: number; noise?: Buffer } {
+  private handle(command: ParsedCommand): {
+    reply?: string;
+    latencyMs: number;
+    noise?: { bytes: Buffer; thenReply: boolean };
+  } {
     this.commandLog.push(command.name);
     const step = command.name === "Se" && this.sequence ? "print" : command.name;
     const fired = fireFaults(this.faults, step);
@@ -258,10 +263,11 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
       });
     const slow = firedOf("slow");
     const factor = slow ? (slow.options.factor ?? 10) : 1;
+    const noise = firedOf("noise");
     return {
       ...(outcome.reply === undefined ? {} : { reply: outcome.reply }),
       latencyMs: this.latency[outcome.latency] * factor,
-      ...(firedOf("noise") ? { noise: this.lineNoise() } : {}),
+      ...(noise ? { noise: { bytes: this.lineNoise(), thenReply: noise.options.thenReply === true } } : {}),
     };
   }
 

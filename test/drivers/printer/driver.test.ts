@@ -212,7 +212,7 @@ describe("PrinterDriver on the simulated printer (real SerialPortStream path)", 
 
   it("garbage before a reply is dropped and counted; the driver resynchronises", async () => {
     const { driver, printer } = await openStack();
-    printer.injectFault("garbage", { at: "Si" });
+    printer.injectFault("garbage", { at: "Si", thenReply: true });
     await driver.insertCard();
     expect(driver.stats.droppedFrames).toBe(1);
     await driver.moveToContactStation();

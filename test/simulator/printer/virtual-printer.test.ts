@@ -306,7 +306,7 @@ describe("VirtualPrinter: fault injection", () => {
 
   it("garbage sends a line of noise before the real reply", async () => {
     const { ask, printer, splitter, raw } = bench({ seed: 7 });
-    printer.injectFault("garbage");
+    printer.injectFault("garbage", { thenReply: true });
     expect(await ask("Si")).toBe("OK");
     expect(splitter.droppedFrames).toBe(1);
     expect(raw[0]!.at(-1)).toBe(0x0d);
