@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { pino } from "pino";
 import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
+import { FAULT_RULES, type PrinterFaultName } from "../../simulator/printer/faults.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { KioskAgent } from "../agent.js";
@@ -13,6 +14,8 @@ import type { Operation } from "../d1/operation.js";
 import { makeSampleJob } from "../jobs/sample-jobs.js";
 import { createLogger } from "../log/logger.js";
 import { parseCommandArgs, UsageError } from "./args.js";
+
+const PRINTER_FAULT_NAMES = Object.keys(FAULT_RULES) as PrinterFaultName[];
 
 const HELP = `Usage: npm run demo -- [options]
 
@@ -28,7 +31,9 @@ Options:
   --station ID        the agent's persoStation id (default KIOSK-PS-101)
   --take-after-ms MS  the simulated cardholder takes a presented card after MS (default 300)
   --timeout-sec S     give up (exit 1) if jobs are still open after S seconds (default 120)
-  --log-level LEVEL   agent log level written to DATA_DIR/agent.log (default info)`;
+  --log-level LEVEL   agent log level written to DATA_DIR/agent.log (default info)
+  --fault NAME        inject a printer fault on every card: ${PRINTER_FAULT_NAMES.join(", ")}
+  --fault-count N     inject it on the first N cards only, then it clears`;
 
 const OPTIONS = {
   jobs: { type: "string" },
@@ -39,6 +44,8 @@ const OPTIONS = {
   "take-after-ms": { type: "string" },
   "timeout-sec": { type: "string" },
   "log-level": { type: "string" },
+  fault: { type: "string" },
+  "fault-count": { type: "string" },
 } as const;
 
 export async function demoCommand(argv: string[]): Promise<number> {
@@ -75,6 +82,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
       takeAfterMs: int("take-after-ms", 300),
       timeoutSec: int("timeout-sec", 120),
       logLevel: str("log-level") ?? "info",
+      fault: parseFault(str("fault")),
+      faultCount: str("fault-count") === undefined ? undefined : int("fault-count", 1),
     });
   } catch (err) {
     if (err instanceof UsageError) {
@@ -94,6 +103,9 @@ export interface DemoOptions {
   takeAfterMs: number;
   timeoutSec: number;
   logLevel: string;
+  fault?: PrinterFaultName;
+  /** Cards the fault hits; undefined = every card. */
+  faultCount?: number;
 }
 
 export async function runDemo(o: DemoOptions): Promise<number> {
@@ -114,15 +126,26 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 
   const binding = new VirtualSerialBinding();
   const printerPath = "/dev/ttyVIRT0";
-  const printer = attachVirtualPrinter(binding, printerPath, { takeAfterMs: o.takeAfterMs });
+  // A few milliseconds per command and a visible print time, so `slow` and timeouts mean something.
+  const printer = attachVirtualPrinter(binding, printerPath, {
+    takeAfterMs: o.takeAfterMs,
+    latency: { commandMs: 2, printMs: 150, magMs: 30 },
+  });
+  if (o.fault) {
+    printer.injectFault(o.fault, {
+      ...(o.faultCount === undefined ? { persistent: true } : { count: o.faultCount }),
+      replugAfterMs: 300,
+    });
+  }
   const card = new VirtualCard();
 
   const config = parseConfig({
     station: { id: o.station },
     d1: { url, token, allowInsecure: true, backoff: { initialMs: 200, maxMs: 2000 } },
     dataDir,
-    printer: { path: printerPath },
-    production: { defaultCollectTimeoutSec: 10, takePollMs: 20 },
+    // Short bounds so that every fault plays out in seconds: a technician watches this.
+    printer: { path: printerPath, timeouts: { defaultMs: 1000, printMs: 10_000, magMs: 2000 }, statusPollMs: 200 },
+    production: { defaultCollectTimeoutSec: 5, takePollMs: 20, holdWhileStoppedSec: 5 },
     log: { level: o.logLevel },
   });
   const agent = new KioskAgent(config, {
@@ -201,7 +224,15 @@ function short(id: string): string {
 
 function sampleJobs(n: number, station: string): unknown[] {
   const runId = randomBytes(4).toString("hex");
-  return Array.from({ length: n }, (_, i) => makeSampleJob(i, { station, runId }));
+  return Array.from({ length: n }, (_, i) => makeSampleJob(i, { station, runId, collectTimeoutSec: 5 }));
+}
+
+function parseFault(name: string | undefined): PrinterFaultName | undefined {
+  if (name === undefined) return undefined;
+  if (!(PRINTER_FAULT_NAMES as readonly string[]).includes(name)) {
+    throw new UsageError(`--fault must be one of: ${PRINTER_FAULT_NAMES.join(", ")}`);
+  }
+  return name as PrinterFaultName;
 }
 
 function readJobsFile(file: string): unknown[] {
