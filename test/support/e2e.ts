@@ -35,6 +35,8 @@ export interface RigOptions {
   clock?: Clock;
   config?: Partial<AgentConfigInput>;
   ackMode?: "auto" | "manual";
+  /** Simulated printer latencies (default: answer on the next turn). */
+  latency?: { commandMs?: number; printMs?: number; magMs?: number };
 }
 
 /**
@@ -48,14 +50,27 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
   const emulator = new D1Emulator({ token, ackMode: options.ackMode ?? "auto" });
   const { url } = await emulator.start();
   const binding = new VirtualSerialBinding();
-  const printer = attachVirtualPrinter(binding, PRINTER_PATH, { takeAfterMs: options.takeAfterMs ?? 0 });
+  const printer = attachVirtualPrinter(binding, PRINTER_PATH, {
+    takeAfterMs: options.takeAfterMs === undefined ? 0 : options.takeAfterMs,
+    ...(options.latency ? { latency: { commandMs: 0, printMs: 0, magMs: 0, ...options.latency } } : {}),
+  });
   const card = new VirtualCard();
   const config = parseConfig({
     station: { id: STATION },
     d1: { url, token, allowInsecure: true, backoff: { initialMs: 20, maxMs: 200 }, ...options.config?.d1 },
     dataDir,
-    printer: { path: PRINTER_PATH, ...options.config?.printer },
-    production: { defaultCollectTimeoutSec: 30, takePollMs: 10, ...options.config?.production },
+    printer: {
+      path: PRINTER_PATH,
+      statusPollMs: 20,
+      reopen: { initialMs: 20, maxMs: 200 },
+      ...options.config?.printer,
+    },
+    production: {
+      defaultCollectTimeoutSec: 30,
+      takePollMs: 10,
+      holdWhileStoppedSec: 5,
+      ...options.config?.production,
+    },
   });
   const make = () =>
     new KioskAgent(config, {
