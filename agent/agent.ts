@@ -6,14 +6,24 @@ import { PrinterDriver } from "../drivers/printer/driver.js";
 import { renderPanel } from "../drivers/printer/raster/render.js";
 import { SerialTransport } from "../drivers/transport/serial-transport.js";
 import type { AgentConfig } from "./config/schema.js";
+import { ConsoleServer } from "./console/server.js";
+import type { SimulatorControls } from "./console/types.js";
 import { D1Link } from "./d1/link.js";
-import type { PushMessage, PushResultMessage, StatusQueryMessage } from "./d1/messages.js";
+import type {
+  CancelMessage,
+  CancelResultMessage,
+  PushMessage,
+  PushResultMessage,
+  StatusQueryMessage,
+  StatusResultMessage,
+} from "./d1/messages.js";
 import { PrinterSupervisor } from "./devices/printer-supervisor.js";
 import { validateJob } from "./jobs/validate.js";
 import type { Logger } from "./log/logger.js";
 import { maskPan } from "./log/mask.js";
 import { OutboxSender } from "./outbox/sender.js";
 import { ProductionPipeline } from "./pipeline/pipeline.js";
+import { REASONS } from "./pipeline/reasons.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
@@ -27,6 +37,8 @@ export interface AgentDependencies {
   serialBinding: BindingInterface;
   /** The chip reader, when the kiosk has one. */
   chip?: ApduTransport;
+  /** Simulator mode (demo, tests): the local console shows fault and sample-job buttons. */
+  simulator?: SimulatorControls;
 }
 
 /**
@@ -40,6 +52,8 @@ export class KioskAgent {
   readonly printer: PrinterDriver;
   readonly supervisor: PrinterSupervisor;
   readonly pipeline: ProductionPipeline;
+  /** The local web console and status API, when `console.enabled` (docs/console.md). */
+  readonly console: ConsoleServer | undefined;
   private readonly clock: Clock;
   private readonly log: Logger;
   private started = false;
@@ -110,6 +124,18 @@ export class KioskAgent {
       defaultCollectTimeoutSec: config.production.defaultCollectTimeoutSec,
       onEvent: () => this.outbox.flush(),
     });
+    this.console = config.console.enabled
+      ? new ConsoleServer({
+          agent: this,
+          logger: this.log,
+          clock: this.clock,
+          host: config.console.host,
+          port: config.console.port,
+          token: config.console.token,
+          tokenFile: join(config.dataDir, "console.token"),
+          simulator: deps.simulator,
+        })
+      : undefined;
     this.link.on("message", (message) => {
       switch (message.type) {
         case "push":
@@ -122,13 +148,18 @@ export class KioskAgent {
           this.link.send(this.onStatusQuery(message));
           return;
         case "cancel":
-          this.link.send({
-            type: "cancel-result",
-            requestId: message.requestId,
-            operationId: message.operationId,
-            result: "refused",
-            reason: "NOT_SUPPORTED",
-          });
+          this.onCancel(message).then(
+            (answer) => this.link.send(answer),
+            (err: unknown) => {
+              this.log.error({ err, operationId: message.operationId }, "cancel failed");
+              this.link.send({
+                type: "error",
+                requestId: message.requestId,
+                code: "INTERNAL",
+                message: "cancel could not be processed",
+              });
+            },
+          );
           return;
       }
     });
@@ -146,6 +177,10 @@ export class KioskAgent {
     this.link.start();
     this.startup = this.supervisor.start();
     this.pipeline.start();
+    // A console that cannot listen (port taken) must not stop card production.
+    this.console?.start().catch((err: unknown) => {
+      this.log.error({ err }, "local console could not start; running without it");
+    });
   }
 
   /** Resolves once the printer was opened (or the agent stops); tests and the demo wait on it. */
@@ -154,6 +189,7 @@ export class KioskAgent {
   }
 
   async stop(): Promise<void> {
+    await this.console?.stop();
     this.supervisor.stop();
     await this.pipeline.stop();
     this.outbox.flush();
@@ -217,17 +253,62 @@ export class KioskAgent {
     };
   }
 
-  onStatusQuery(message: StatusQueryMessage) {
+  /**
+   * D1 cancels an operation. Not started → CANCELED at once. In production before the card is
+   * presented → the pipeline stops at the next step boundary, rejects the card → CANCELED.
+   * Presented or finished → refused, nothing changes. Unknown → said so.
+   */
+  async onCancel(message: CancelMessage): Promise<CancelResultMessage> {
+    const { requestId, operationId } = message;
+    const answer = (result: CancelResultMessage["result"], reason?: string): CancelResultMessage => {
+      const operation = this.store.latestOperation(operationId);
+      return {
+        type: "cancel-result",
+        requestId,
+        operationId,
+        result,
+        ...(reason ? { reason } : {}),
+        ...(operation ? { operation } : {}),
+      };
+    };
+    const row = this.store.get(operationId);
+    if (!row) return answer("unknown-operation");
+    this.log.info({ operationId, state: row.state }, "cancel requested by D1");
+    switch (row.state) {
+      case "READY": {
+        const event = this.store.transition(operationId, "READY", "CANCELED", {
+          reason: REASONS.ISSUER_CANCEL,
+          errorCode: REASONS.ISSUER_CANCEL,
+          error: "canceled before production",
+        });
+        if (event) this.outbox.flush();
+        return answer("canceled");
+      }
+      case "PRODUCING": {
+        const outcome = await this.pipeline.requestCancel(operationId);
+        if (outcome.canceled) return answer("canceled");
+        return answer("refused", outcome.state === "PRESENTED" ? "ALREADY_PRESENTED" : "ALREADY_FINISHED");
+      }
+      case "PRESENTED":
+        return answer("refused", "ALREADY_PRESENTED");
+      case "CANCELED":
+        return answer("canceled", "ALREADY_CANCELED");
+      default:
+        return answer("refused", "ALREADY_FINISHED");
+    }
+  }
+
+  onStatusQuery(message: StatusQueryMessage): StatusResultMessage {
     const ids = message.operationIds;
     const rows = ids
       ? ids.map((id) => ({ id, op: this.store.latestOperation(id) }))
-      : this.store.jobsChangedSince(message.since ?? "1970-01-01T00:00:00.000Z").map((r) => ({
+      : this.store.jobsChangedSince(new Date(message.since ?? 0).toISOString()).map((r) => ({
           id: r.operationId,
           op: this.store.latestOperation(r.operationId),
         }));
     const unknown = rows.filter((r) => !r.op).map((r) => r.id);
     return {
-      type: "status-result" as const,
+      type: "status-result",
       requestId: message.requestId,
       operations: rows.flatMap((r) => (r.op ? [r.op] : [])),
       ...(unknown.length > 0 ? { unknownOperationIds: unknown } : {}),

@@ -10,6 +10,7 @@ import { attachVirtualPrinter } from "../../simulator/printer/index.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { KioskAgent } from "../agent.js";
 import { parseConfig } from "../config/load.js";
+import { demoTools } from "../console/demo-tools.js";
 import type { Operation } from "../d1/operation.js";
 import { makeSampleJob } from "../jobs/sample-jobs.js";
 import { createLogger } from "../log/logger.js";
@@ -33,7 +34,13 @@ Options:
   --timeout-sec S     give up (exit 1) if jobs are still open after S seconds (default 120)
   --log-level LEVEL   agent log level written to DATA_DIR/agent.log (default info)
   --fault NAME        inject a printer fault on every card: ${PRINTER_FAULT_NAMES.join(", ")}
-  --fault-count N     inject it on the first N cards only, then it clears`;
+  --fault-count N     inject it on the first N cards only, then it clears
+  --previews DIR      write a PNG of every printed card side into DIR (card-001-front.png, …);
+                      sensitive print lines (PAN, CSC) are masked
+  --previews-unmasked write the previews exactly as printed, sensitive lines included
+  --console-port N    the local web console's port on 127.0.0.1 (default 0: any free port);
+                      the demo prints its URL and token
+  --hold              keep running after the jobs end (console, emulator, printer) until Ctrl-C`;
 
 const OPTIONS = {
   jobs: { type: "string" },
@@ -46,6 +53,10 @@ const OPTIONS = {
   "log-level": { type: "string" },
   fault: { type: "string" },
   "fault-count": { type: "string" },
+  previews: { type: "string" },
+  "previews-unmasked": { type: "boolean" },
+  "console-port": { type: "string" },
+  hold: { type: "boolean" },
 } as const;
 
 export async function demoCommand(argv: string[]): Promise<number> {
@@ -84,6 +95,10 @@ export async function demoCommand(argv: string[]): Promise<number> {
       logLevel: str("log-level") ?? "info",
       fault: parseFault(str("fault")),
       faultCount: str("fault-count") === undefined ? undefined : int("fault-count", 1),
+      previews: str("previews"),
+      previewsUnmasked: values["previews-unmasked"] === true,
+      consolePort: int("console-port", 0),
+      hold: values.hold === true,
     });
   } catch (err) {
     if (err instanceof UsageError) {
@@ -106,6 +121,13 @@ export interface DemoOptions {
   fault?: PrinterFaultName;
   /** Cards the fault hits; undefined = every card. */
   faultCount?: number;
+  /** Directory for card preview PNGs. */
+  previews?: string;
+  previewsUnmasked?: boolean;
+  /** 0 = ephemeral. */
+  consolePort?: number;
+  /** Keep running after the jobs end, until SIGINT / SIGTERM. */
+  hold?: boolean;
 }
 
 export async function runDemo(o: DemoOptions): Promise<number> {
@@ -138,21 +160,35 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     });
   }
   const card = new VirtualCard();
+  const tools = demoTools({
+    printer,
+    emulator,
+    station: o.station,
+    previewsDir: o.previews ? resolve(o.previews) : undefined,
+    previewsUnmasked: o.previewsUnmasked,
+  });
 
   const config = parseConfig({
     station: { id: o.station },
     d1: { url, token, allowInsecure: true, backoff: { initialMs: 200, maxMs: 2000 } },
     dataDir,
     // Short bounds so that every fault plays out in seconds: a technician watches this.
-    printer: { path: printerPath, timeouts: { defaultMs: 1000, printMs: 10_000, magMs: 2000 }, statusPollMs: 200 },
+    printer: {
+      path: printerPath,
+      timeouts: { defaultMs: 1000, printMs: 10_000, magMs: 2000 },
+      statusPollMs: 200,
+    },
     production: { defaultCollectTimeoutSec: 5, takePollMs: 20, holdWhileStoppedSec: 5 },
     log: { level: o.logLevel },
+    console: tools.consoleConfig(o.consolePort ?? 0),
   });
   const agent = new KioskAgent(config, {
     logger,
     serialBinding: binding,
     chip: new InProcessApduTransport(card),
+    simulator: tools.simulator,
   });
+  tools.attach(agent);
 
   console.log(`kiosk-agent demo: station ${o.station}, D1 emulator ${url}, data dir ${dataDir}`);
   console.log(`  agent log: ${logFile}${recordFile ? `\n  D1 record: ${recordFile}` : ""}`);
@@ -161,6 +197,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   emulator.on("operation", (op: Operation) => console.log(`${stamp()}  D1 <- ${describeOperation(op)}`));
 
   agent.start();
+  for (const line of await tools.announce(agent)) console.log(line);
+  if (o.previewsUnmasked)
+    console.log("  previews: UNMASKED (--previews-unmasked): the files show full card data");
   try {
     await emulator.waitForConnection(o.station, 15_000);
     const accepted: string[] = [];
@@ -183,16 +222,29 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       console.error(
         `demo: ${open().length} job(s) still open after ${o.timeoutSec}s: ${open().map(short).join(", ")}`,
       );
+      if (o.hold) await holdOn(tools);
       return 1;
     }
     printSummary(emulator, [...new Set(accepted)], refused);
+    const previewFiles = await tools.finish();
+    if (o.previews) console.log(`\npreviews: ${previewFiles.length} file(s) in ${o.previews}`);
+    for (const f of previewFiles) console.log(`  ${f}`);
     writeFileSync(join(dataDir, "simulator-cards.json"), JSON.stringify(printer.cardsForRecord(), null, 2));
+    if (o.hold) await holdOn(tools);
     return 0;
   } finally {
+    tools.close();
     await agent.stop();
     await emulator.stop();
     logger.flush();
   }
+}
+
+async function holdOn(tools: ReturnType<typeof demoTools>): Promise<void> {
+  console.log("\nholding: the console, the emulator and the printer stay up; Ctrl-C to stop");
+  await tools.hold();
+  // Previews of cards made while holding (console buttons) are written too.
+  await tools.finish();
 }
 
 function printSummary(emulator: D1Emulator, accepted: string[], refused: number): void {

@@ -62,6 +62,18 @@ export const ConfigSchema = z.object({
       holdWhileStoppedSec: z.number().min(0).max(3_600).default(120),
     })
     .default({ defaultCollectTimeoutSec: 60, takePollMs: 50, holdWhileStoppedSec: 120 }),
+  /** The local web console and status API (docs/console.md). Off unless enabled. */
+  console: z
+    .object({
+      enabled: z.boolean().default(false),
+      /** Loopback by default: the console is for a technician at the kiosk, not for the network. */
+      host: z.string().min(1).default("127.0.0.1"),
+      /** 0 = an ephemeral port (demo and tests). */
+      port: z.number().int().min(0).max(65_535).default(8787),
+      /** Without one, a random token is made at start and written to DATA_DIR/console.token (0600). */
+      token: z.string().min(16).optional(),
+    })
+    .default({ enabled: false, host: "127.0.0.1", port: 8787 }),
   log: z
     .object({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

@@ -51,6 +51,10 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   private readonly log: Logger;
   /** The job on the printer right now, if any (status, cancel and shutdown read it). */
   current: { operationId: string; step: ProductionStep } | undefined;
+  private readonly cancelRequests = new Map<
+    string,
+    (outcome: { canceled: boolean; state: JobState }) => void
+  >();
 
   constructor(private readonly options: PipelineOptions) {
     super();
@@ -117,6 +121,12 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     }
 
     const availability = await this.options.supervisor.awaitReady(this.options.holdWhileStoppedMs);
+    if (this.options.store.get(id)?.state !== "READY") {
+      // Canceled by D1 while it waited for the printer.
+      if (availability.ready) this.options.supervisor.jobEnded();
+      this.current = undefined;
+      return;
+    }
     if (!availability.ready) {
       if (!this.running) return; // shutting down: the job stays READY for the next run
       log.warn({ reason: availability.reason }, "printer stopped for longer than the hold bound; job fails");
@@ -133,6 +143,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     let state: JobState = "PRODUCING";
     let step: ProductionStep = "insert";
     const enter = (next: ProductionStep): void => {
+      // A cancel is honoured between steps, never inside one: a half-printed panel is still a card
+      // that must be rejected, which the failure path below does.
+      if (this.cancelRequests.has(id)) throw new CancelRequested();
       step = next;
       this.setStep(id, next);
     };
@@ -187,6 +200,16 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       if (retractError) await this.options.supervisor.afterFailure(retractError);
       else this.options.supervisor.jobEnded();
     } catch (err) {
+      if (err instanceof CancelRequested && state === "PRODUCING") {
+        log.info({ step }, "canceled by the issuer; the card is rejected");
+        this.move(id, "PRODUCING", "CANCELED", {
+          reason: REASONS.ISSUER_CANCEL,
+          errorCode: REASONS.ISSUER_CANCEL,
+          error: `canceled before step ${step}`,
+        });
+        await this.options.supervisor.afterFailure(err);
+        return;
+      }
       const stop = stopDetailsFor(err, step);
       log.warn({ reason: stop.reason, step, err }, "card production stopped");
       // The status goes out first; clearing the card path may wait for an unplugged printer.
@@ -208,13 +231,46 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     this.emit("step", operationId, step);
   }
 
+  /**
+   * Asks the pipeline to cancel the job it is producing. Resolves `canceled` once the job is
+   * CANCELED (card rejected), or with the state it reached first if the cancel came too late
+   * (the card was presented, or production had already failed).
+   */
+  requestCancel(operationId: string): Promise<{ canceled: boolean; state: JobState }> {
+    if (this.current?.operationId !== operationId) {
+      return Promise.resolve({
+        canceled: false,
+        state: this.options.store.get(operationId)?.state ?? "READY",
+      });
+    }
+    return new Promise((resolve) => {
+      const previous = this.cancelRequests.get(operationId);
+      this.cancelRequests.set(operationId, (outcome) => {
+        previous?.(outcome);
+        resolve(outcome);
+      });
+    });
+  }
+
   private move(operationId: string, from: JobState, to: JobState, stop?: StopDetails): void {
     const event = this.options.store.transition(operationId, from, to, stop);
     if (event) this.options.onEvent(event);
+    const cancel = this.cancelRequests.get(operationId);
+    if (cancel && to !== "PRODUCING") {
+      this.cancelRequests.delete(operationId);
+      cancel({ canceled: to === "CANCELED", state: to });
+    }
     if (to === "DONE" || to === "FAILED" || to === "CANCELED") {
       this.current = undefined;
       this.emit("finished", operationId, to);
     }
+  }
+}
+
+/** Thrown at a step boundary when D1 canceled the job in production. */
+class CancelRequested extends CodedError<"ISSUER_CANCEL"> {
+  constructor() {
+    super("ISSUER_CANCEL", "canceled by the issuer");
   }
 }
 

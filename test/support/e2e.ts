@@ -31,7 +31,7 @@ export interface Rig {
 }
 
 export interface RigOptions {
-  takeAfterMs?: number;
+  takeAfterMs?: number | null;
   clock?: Clock;
   config?: Partial<AgentConfigInput>;
   ackMode?: "auto" | "manual";

@@ -1,0 +1,207 @@
+/**
+ * The console's picture of the agent, built from what the agent already has: the D1 link's up/down
+ * events, the store (counts, recent jobs, failures), the printer supervisor's state and reason, the
+ * pipeline's job in hand and the printer driver's counters. Nothing here talks to a device: a
+ * status read must not move a card or use up an injected fault.
+ */
+import type Database from "better-sqlite3";
+import type { KioskAgent } from "../agent.js";
+import { d1StatusOf, JOB_STATES, type JobState } from "../jobs/state-machine.js";
+import type { Clock } from "../util/clock.js";
+import { AGENT_VERSION } from "../version.js";
+import type {
+  ConsoleSnapshot,
+  DeviceStatus,
+  ErrorSummary,
+  JobSummary,
+  PreviewSummary,
+  SimulatorControls,
+} from "./types.js";
+
+export type ConsoleAgent = Pick<
+  KioskAgent,
+  "config" | "link" | "store" | "pipeline" | "printer" | "supervisor" | "ready"
+>;
+
+interface RawRow {
+  operation_id: string;
+  card_id: string;
+  state: JobState;
+  reason: string | null;
+  error_code: string | null;
+  error: string | null;
+  masked_pan: string | null;
+  accepted_at: string;
+  ended_at: string | null;
+  updated_at: string;
+}
+
+const COLUMNS =
+  "operation_id, card_id, state, reason, error_code, error, masked_pan, accepted_at, ended_at, updated_at";
+
+export interface SnapshotOptions {
+  recentJobs?: number;
+  lastErrors?: number;
+}
+
+/**
+ * Keeps what the agent does not remember itself (when the link went up or down and why) and builds
+ * snapshots on demand.
+ */
+export class SnapshotSource {
+  private link: { state: "up" | "down" | "connecting"; since?: number; reason?: string };
+  private linkErrors: ErrorSummary[] = [];
+  private readonly queries: { recent: Database.Statement; failures: Database.Statement };
+  private readonly detach: Array<() => void> = [];
+
+  constructor(
+    private readonly agent: ConsoleAgent,
+    private readonly clock: Clock,
+    private readonly simulator: SimulatorControls | undefined,
+    private readonly options: SnapshotOptions = {},
+  ) {
+    this.link = agent.link.isUp ? { state: "up", since: clock.now() } : { state: "connecting" };
+    const db = agent.store.db;
+    // Read-only queries on the store's own connection (same process, same file).
+    this.queries = {
+      recent: db.prepare(`SELECT ${COLUMNS} FROM jobs ORDER BY updated_at DESC, queue_seq DESC LIMIT ?`),
+      failures: db.prepare(
+        `SELECT ${COLUMNS} FROM jobs WHERE state IN ('FAILED', 'DATA_EXCEPTION', 'CANCELED')
+         ORDER BY updated_at DESC, queue_seq DESC LIMIT ?`,
+      ),
+    };
+    const onUp = (): void => {
+      this.link = { state: "up", since: this.clock.now() };
+    };
+    const onDown = (reason: string): void => {
+      const since = this.clock.now();
+      this.link = { state: "down", since, reason };
+      this.linkErrors.unshift({ at: iso(since), source: "d1", reason: "D1_LINK_DOWN", error: reason });
+      this.linkErrors = this.linkErrors.slice(0, 5);
+    };
+    agent.link.on("up", onUp);
+    agent.link.on("down", onDown);
+    this.detach.push(
+      () => agent.link.off("up", onUp),
+      () => agent.link.off("down", onDown),
+    );
+  }
+
+  close(): void {
+    for (const d of this.detach.splice(0)) d();
+  }
+
+  snapshot(): ConsoleSnapshot {
+    const { agent, clock } = this;
+    const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
+    Object.assign(counts, agent.store.countsByState());
+    const outbox = agent.store.outboxDepth();
+    const recent = (this.queries.recent.all(this.options.recentJobs ?? 20) as RawRow[]).map(toSummary);
+    const jobErrors: ErrorSummary[] = (
+      this.queries.failures.all(this.options.lastErrors ?? 5) as RawRow[]
+    ).map((r) => ({
+      at: r.ended_at ?? r.updated_at,
+      source: "job",
+      operationId: r.operation_id,
+      d1Status: d1StatusOf(r.state),
+      reason: r.reason ?? r.state,
+      ...(r.error !== null ? { error: r.error } : {}),
+    }));
+    const lastErrors = [...jobErrors, ...this.linkErrors]
+      .sort((a, b) => (a.at < b.at ? 1 : a.at > b.at ? -1 : 0))
+      .slice(0, this.options.lastErrors ?? 5);
+    const url = safeHost(agent.config.d1.url);
+    const snapshot: ConsoleSnapshot = {
+      version: 1,
+      generatedAt: iso(clock.now()),
+      agentVersion: AGENT_VERSION,
+      station: agent.config.station.id,
+      mode: this.simulator ? "simulator" : "hardware",
+      d1: {
+        state: this.link.state,
+        ...(this.link.since !== undefined ? { since: iso(this.link.since) } : {}),
+        ...(this.link.reason !== undefined ? { reason: this.link.reason } : {}),
+        host: url,
+        sessions: agent.link.stats.sessions,
+      },
+      devices: [this.printerStatus()],
+      queue: {
+        counts,
+        waiting: counts.READY,
+        inProduction: counts.PRODUCING + counts.PRESENTED,
+        outbox,
+      },
+      recentJobs: recent,
+      lastErrors,
+    };
+    const preview = this.previewSummary();
+    if (preview) snapshot.preview = preview;
+    if (this.simulator) {
+      snapshot.simulator = {
+        faults: this.simulator.faults,
+        injected: this.simulator.injected().map((f) => ({ name: f.name, at: iso(f.at) })),
+        printer: this.simulator.printerState(),
+      };
+    }
+    return snapshot;
+  }
+
+  /** The supervisor's state and reason (CUPS-like), with the pipeline's step while a card is in hand. */
+  private printerStatus(): DeviceStatus {
+    const { agent } = this;
+    const s = agent.supervisor.status;
+    const current = agent.pipeline.current;
+    return {
+      name: "printer",
+      kind: "printer",
+      path: agent.config.printer.path,
+      state: s.state,
+      since: s.since,
+      ...(s.reason !== undefined ? { reason: s.reason } : {}),
+      ...(current ? { step: current.step, operationId: current.operationId } : {}),
+      ...(s.lastFault ? { lastFault: s.lastFault } : {}),
+      stats: agent.printer.stats,
+    };
+  }
+
+  private previewSummary(): PreviewSummary | undefined {
+    const p = this.simulator?.latestPreview();
+    if (!p) return undefined;
+    return {
+      serial: p.serial,
+      outcome: p.outcome,
+      at: iso(p.at),
+      sides: (["front", "back"] as const).filter((s) => p.sides[s] !== undefined),
+      ...(p.operationId !== undefined ? { operationId: p.operationId } : {}),
+      ...(p.withheld !== undefined ? { withheld: p.withheld } : {}),
+    };
+  }
+}
+
+function toSummary(r: RawRow): JobSummary {
+  return {
+    operationId: r.operation_id,
+    cardId: r.card_id,
+    state: r.state,
+    d1Status: d1StatusOf(r.state),
+    ...(r.reason !== null ? { reason: r.reason } : {}),
+    ...(r.error_code !== null ? { errorCode: r.error_code } : {}),
+    ...(r.error !== null ? { error: r.error } : {}),
+    ...(r.masked_pan !== null ? { maskedPan: r.masked_pan } : {}),
+    acceptedAt: r.accepted_at,
+    ...(r.ended_at !== null ? { endedAt: r.ended_at } : {}),
+    updatedAt: r.updated_at,
+  };
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
+function safeHost(url: string): string {
+  try {
+    return new URL(url).host;
+  } catch {
+    return "(invalid url)";
+  }
+}
