@@ -27,7 +27,7 @@ import { REASONS } from "./pipeline/reasons.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
-import { type Clock, systemClock } from "./util/clock.js";
+import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
 import { AGENT_VERSION } from "./version.js";
 
 export interface AgentDependencies {

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pino } from "pino";
-import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
+import { CHIP_FAULTS, type ChipMode, type ChipRig, startChipRig } from "../../simulator/chip/chip-rig.js";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
 import { FAULT_RULES, type PrinterFaultName } from "../../simulator/printer/faults.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
@@ -35,6 +35,9 @@ Options:
   --log-level LEVEL   agent log level written to DATA_DIR/agent.log (default info)
   --fault NAME        inject a printer fault on every card: ${PRINTER_FAULT_NAMES.join(", ")}
   --fault-count N     inject it on the first N cards only, then it clears
+                      chip faults (jobs then carry chip APDUs): ${Object.keys(CHIP_FAULTS).join(", ")}
+  --chip MODE         jobs carry chip APDUs, run by: inproc (the card model in-process) or pcsc
+                      (real pcscd + vpcd, installed and started if needed, stopped after)
   --previews DIR      write a PNG of every printed card side into DIR (card-001-front.png, …);
                       sensitive print lines (PAN, CSC) are masked
   --previews-unmasked write the previews exactly as printed, sensitive lines included
@@ -53,6 +56,7 @@ const OPTIONS = {
   "log-level": { type: "string" },
   fault: { type: "string" },
   "fault-count": { type: "string" },
+  chip: { type: "string" },
   previews: { type: "string" },
   "previews-unmasked": { type: "boolean" },
   "console-port": { type: "string" },
@@ -94,6 +98,8 @@ export async function demoCommand(argv: string[]): Promise<number> {
       timeoutSec: int("timeout-sec", 120),
       logLevel: str("log-level") ?? "info",
       fault: parseFault(str("fault")),
+      chipFault: parseChipFault(str("fault")),
+      chip: parseChipMode(str("chip")),
       faultCount: str("fault-count") === undefined ? undefined : int("fault-count", 1),
       previews: str("previews"),
       previewsUnmasked: values["previews-unmasked"] === true,
@@ -121,6 +127,10 @@ export interface DemoOptions {
   fault?: PrinterFaultName;
   /** Cards the fault hits; undefined = every card. */
   faultCount?: number;
+  /** Jobs carry chip APDUs, run in-process or through pcscd + vpcd. */
+  chip?: ChipMode;
+  /** A `--fault chip-*` name (see CHIP_FAULTS). */
+  chipFault?: string;
   /** Directory for card preview PNGs. */
   previews?: string;
   previewsUnmasked?: boolean;
@@ -135,7 +145,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   mkdirSync(dataDir, { recursive: true });
   const recordFile = o.record ? resolve(o.record) : undefined;
   if (recordFile) writeFileSync(recordFile, "");
-  const jobs = o.jobsFile ? readJobsFile(o.jobsFile) : sampleJobs(o.jobs, o.station);
+  const withChip = o.chip !== undefined || o.chipFault !== undefined;
+  const jobs = o.jobsFile ? readJobsFile(o.jobsFile) : sampleJobs(o.jobs, o.station, withChip);
 
   const logFile = join(dataDir, "agent.log");
   const logger = createLogger({
@@ -159,7 +170,22 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       replugAfterMs: 300,
     });
   }
-  const card = new VirtualCard();
+  let chip: ChipRig;
+  try {
+    chip = await startChipRig({
+      mode: o.chip ?? "inproc",
+      logDir: dataDir,
+      fault: o.chipFault ? CHIP_FAULTS[o.chipFault] : undefined,
+      faultCount: o.faultCount,
+      logger,
+      onProgress: (line) => console.log(`  ${line}`),
+    });
+  } catch (err) {
+    await emulator.stop();
+    console.error(`demo: the chip reader could not start: ${(err as Error).message}`);
+    return 1;
+  }
+  chip.followPrinter(printer);
   const tools = demoTools({
     printer,
     emulator,
@@ -185,7 +211,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const agent = new KioskAgent(config, {
     logger,
     serialBinding: binding,
-    chip: new InProcessApduTransport(card),
+    chip: chip.transport,
     simulator: tools.simulator,
   });
   tools.attach(agent);
@@ -230,11 +256,17 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (o.previews) console.log(`\npreviews: ${previewFiles.length} file(s) in ${o.previews}`);
     for (const f of previewFiles) console.log(`  ${f}`);
     writeFileSync(join(dataDir, "simulator-cards.json"), JSON.stringify(printer.cardsForRecord(), null, 2));
+    if (withChip) {
+      console.log(`\nchip (${chip.mode}):`);
+      for (const line of chip.summary()) console.log(`  ${line}`);
+      writeFileSync(join(dataDir, "simulator-chip-cards.json"), JSON.stringify(chip.card.records, null, 2));
+    }
     if (o.hold) await holdOn(tools);
     return 0;
   } finally {
     tools.close();
     await agent.stop();
+    await chip.close();
     await emulator.stop();
     logger.flush();
   }
@@ -274,17 +306,29 @@ function short(id: string): string {
   return id.length > 13 ? `${id.slice(0, 13)}…` : id;
 }
 
-function sampleJobs(n: number, station: string): unknown[] {
+function sampleJobs(n: number, station: string, withChip = false): unknown[] {
   const runId = randomBytes(4).toString("hex");
-  return Array.from({ length: n }, (_, i) => makeSampleJob(i, { station, runId, collectTimeoutSec: 5 }));
+  return Array.from({ length: n }, (_, i) =>
+    makeSampleJob(i, { station, runId, collectTimeoutSec: 5, withChip }),
+  );
 }
 
 function parseFault(name: string | undefined): PrinterFaultName | undefined {
-  if (name === undefined) return undefined;
+  if (name === undefined || name in CHIP_FAULTS) return undefined;
   if (!(PRINTER_FAULT_NAMES as readonly string[]).includes(name)) {
-    throw new UsageError(`--fault must be one of: ${PRINTER_FAULT_NAMES.join(", ")}`);
+    const all = [...PRINTER_FAULT_NAMES, ...Object.keys(CHIP_FAULTS)];
+    throw new UsageError(`--fault must be one of: ${all.join(", ")}`);
   }
   return name as PrinterFaultName;
+}
+
+function parseChipFault(name: string | undefined): string | undefined {
+  return name !== undefined && name in CHIP_FAULTS ? name : undefined;
+}
+
+function parseChipMode(mode: string | undefined): ChipMode | undefined {
+  if (mode === undefined || mode === "pcsc" || mode === "inproc") return mode;
+  throw new UsageError("--chip must be pcsc or inproc");
 }
 
 function readJobsFile(file: string): unknown[] {

@@ -1,6 +1,7 @@
 import { configCheckCommand } from "./config-check.js";
 import { demoCommand } from "./demo.js";
 import { runCommand } from "./run.js";
+import { statusCommand } from "./status.js";
 
 /**
  * `kiosk-agent <command>`. Exit codes: 0 success; 1 the command ran and failed (a demo job did not
@@ -10,6 +11,10 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   run: { summary: "run the agent as a service (kiosk-agent run --config FILE)", run: runCommand },
   demo: { summary: "agent + simulated printer + D1 emulator, pushes sample jobs", run: demoCommand },
   config: { summary: "config check FILE: validate a configuration file", run: configCheckCommand },
+  status: {
+    summary: "ask a running agent: D1 link, devices, queue, last errors",
+    run: (argv) => statusCommand(argv),
+  },
 };
 
 export const USAGE = `Usage: kiosk-agent <command> [options]

@@ -74,6 +74,12 @@ export const ConfigSchema = z.object({
       token: z.string().min(16).optional(),
     })
     .default({ enabled: false, host: "127.0.0.1", port: 8787 }),
+  store: z
+    .object({
+      /** Finished jobs and their acknowledged events are kept this long for audit, then deleted. */
+      retentionDays: z.number().min(1).max(3650).default(90),
+    })
+    .default({ retentionDays: 90 }),
   log: z
     .object({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

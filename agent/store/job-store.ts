@@ -295,6 +295,20 @@ export class JobStore {
     return out;
   }
 
+  /**
+   * Audit retention: deletes finished jobs that ended before `beforeIso` together with their events,
+   * provided every one of those events was acknowledged. Returns how many jobs went.
+   */
+  purgeFinishedBefore(beforeIso: string): number {
+    return this.db.transaction(() => {
+      const victims = `SELECT operation_id FROM jobs j
+         WHERE j.state IN ('DONE','DATA_EXCEPTION','FAILED','CANCELED') AND j.ended_at < ?
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.operation_id = j.operation_id AND e.acked_at IS NULL)`;
+      this.db.prepare(`DELETE FROM events WHERE operation_id IN (${victims})`).run(beforeIso);
+      return this.db.prepare(`DELETE FROM jobs WHERE operation_id IN (${victims})`).run(beforeIso).changes;
+    })();
+  }
+
   outboxDepth(): number {
     return (this.statements.unackedCount.get() as { n: number }).n;
   }

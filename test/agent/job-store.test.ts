@@ -131,4 +131,23 @@ describe("JobStore", () => {
     );
     expect(store.nextReady()?.operationId).toBe("op-6");
   });
+
+  it("retention deletes finished, fully acknowledged jobs only", () => {
+    accept("old-acked");
+    accept("old-unacked");
+    accept("open");
+    store.transition("old-acked", "READY", "CANCELED");
+    store.transition("old-unacked", "READY", "CANCELED");
+    store.ack(
+      store
+        .unackedEvents()
+        .filter((e) => e.operationId === "old-acked")
+        .map((e) => e.eventId),
+    );
+    clock.advance(1000);
+    expect(store.purgeFinishedBefore(new Date(clock.now()).toISOString())).toBe(1);
+    expect(store.get("old-acked")).toBeUndefined();
+    expect(store.get("old-unacked")?.state).toBe("CANCELED");
+    expect(store.get("open")?.state).toBe("READY");
+  });
 });

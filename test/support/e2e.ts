@@ -35,6 +35,15 @@ export interface RigOptions {
   clock?: Clock;
   config?: Partial<AgentConfigInput>;
   ackMode?: "auto" | "manual";
+  /**
+   * Runs before the agent starts, with the data dir and the devices: tests put a previous run's
+   * state there (jobs left in production, a card left in the printer).
+   */
+  prepare?: (ctx: {
+    dataDir: string;
+    binding: VirtualSerialBinding;
+    printer: VirtualPrinter;
+  }) => Promise<void>;
   /** Simulated printer latencies (default: answer on the next turn). */
   latency?: { commandMs?: number; printMs?: number; magMs?: number };
 }
@@ -79,6 +88,7 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
       chip: new InProcessApduTransport(card),
       ...(options.clock ? { clock: options.clock } : {}),
     });
+  await options.prepare?.({ dataDir, binding, printer });
   const rig: Rig = {
     agent: make(),
     emulator,

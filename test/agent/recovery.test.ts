@@ -1,0 +1,110 @@
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { JobState } from "../../agent/jobs/state-machine.js";
+import { silentLogger } from "../../agent/log/logger.js";
+import { JobStore } from "../../agent/store/job-store.js";
+import { loadOrCreateKey, SealedBox } from "../../agent/store/sealed-box.js";
+import { systemClock } from "../../agent/util/clock.js";
+import { PrinterDriver } from "../../drivers/printer/driver.js";
+import { SerialTransport } from "../../drivers/transport/serial-transport.js";
+import type { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
+import { job, PRINTER_PATH, type Rig, startRig, statusesAtD1 } from "../support/e2e.js";
+
+/**
+ * docs/recovery.md, row by row: what a restart does with jobs a previous run left behind. The
+ * previous run is staged directly: job rows in the store file, a card placed in the simulated
+ * printer through the same serial path the agent uses.
+ */
+type CardPlace = "none" | "inside" | "mouth";
+
+async function stage(
+  dataDir: string,
+  binding: VirtualSerialBinding,
+  leftIn: JobState,
+  card: CardPlace,
+): Promise<string> {
+  const j = job();
+  const id = j.operationId as string;
+  const store = new JobStore(
+    join(dataDir, "jobs.sqlite"),
+    new SealedBox(loadOrCreateKey(join(dataDir, "data.key"))),
+    systemClock,
+  );
+  store.accept({ kind: "valid", operationId: id, cardId: j.cardId as string, jobJson: JSON.stringify(j) });
+  if (leftIn !== "READY") store.transition(id, "READY", "PRODUCING");
+  if (leftIn === "PRESENTED") store.transition(id, "PRODUCING", "PRESENTED");
+  store.close();
+  if (card !== "none") {
+    const transport = new SerialTransport({ path: PRINTER_PATH, baudRate: 115200, binding });
+    const printer = new PrinterDriver({ transport, clock: systemClock, logger: silentLogger });
+    await printer.open();
+    await printer.insertCard();
+    if (card === "mouth") await printer.presentCard();
+    await printer.close();
+  }
+  return id;
+}
+
+describe("crash recovery at start (docs/recovery.md)", () => {
+  let rig: Rig;
+  afterEach(async () => {
+    await rig.close();
+  });
+
+  async function restartWith(leftIn: JobState, card: CardPlace): Promise<string> {
+    let id = "";
+    rig = await startRig({
+      takeAfterMs: null,
+      prepare: async ({ dataDir, binding }) => {
+        id = await stage(dataDir, binding, leftIn, card);
+      },
+    });
+    await rig.emulator.waitFor(() => rig.emulator.terminalCount(id) > 0, 10_000);
+    return id;
+  }
+
+  it("PRODUCING with a card in the printer → card rejected, CARD_PROD_EXCEPTION / INTERRUPTED, never re-run", async () => {
+    const id = await restartWith("PRODUCING", "inside");
+    expect(rig.emulator.latest(id)?.details).toEqual({
+      status: "CARD_PROD_EXCEPTION",
+      reason: "INTERRUPTED",
+    });
+    expect(statusesAtD1(rig.emulator, id)).toEqual(["CARD_PROD_READY", "CARD_PROD_EXCEPTION"]);
+    expect(rig.printer.record.map((c) => c.outcome)).toEqual(["rejected"]);
+  });
+
+  it("PRODUCING with no card found → CARD_PROD_EXCEPTION / INTERRUPTED, no card made", async () => {
+    const id = await restartWith("PRODUCING", "none");
+    expect(rig.emulator.latest(id)?.details).toEqual({
+      status: "CARD_PROD_EXCEPTION",
+      reason: "INTERRUPTED",
+    });
+    expect(rig.printer.record).toHaveLength(0);
+  });
+
+  it("PRESENTED with the card still in the mouth → retracted to the capture bin, INTERRUPTED", async () => {
+    const id = await restartWith("PRESENTED", "mouth");
+    expect(rig.emulator.latest(id)?.details).toEqual({
+      status: "CARD_PROD_EXCEPTION",
+      reason: "INTERRUPTED",
+    });
+    expect(rig.printer.record.map((c) => c.outcome)).toEqual(["captured"]);
+  });
+
+  it("PRESENTED with the mouth empty → the cardholder took it: CARD_PROD_DONE", async () => {
+    const id = await restartWith("PRESENTED", "none");
+    expect(rig.emulator.latest(id)?.details).toEqual({ status: "CARD_PROD_DONE" });
+  });
+
+  it("READY → simply produced after the restart", async () => {
+    let id = "";
+    rig = await startRig({
+      prepare: async ({ dataDir, binding }) => {
+        id = await stage(dataDir, binding, "READY", "none");
+      },
+    });
+    await rig.emulator.waitFor(() => rig.emulator.terminalCount(id) > 0, 10_000);
+    expect(statusesAtD1(rig.emulator, id)).toEqual(["CARD_PROD_READY", "CARD_PROD_DONE"]);
+    expect(rig.printer.record).toHaveLength(1);
+  });
+});
