@@ -96,7 +96,6 @@ export class KioskAgent {
       clock: this.clock,
       logger: this.log,
       timeouts: config.printer.timeouts,
-      takePollMs: config.production.takePollMs,
     });
     this.supervisor = new PrinterSupervisor({
       printer: this.printer,

@@ -204,7 +204,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       timeouts: { defaultMs: 1000, printMs: 10_000, magMs: 2000 },
       statusPollMs: 200,
     },
-    production: { defaultCollectTimeoutSec: 5, takePollMs: 20, holdWhileStoppedSec: 5 },
+    production: { defaultCollectTimeoutSec: 5, holdWhileStoppedSec: 5 },
     log: { level: o.logLevel },
     console: tools.consoleConfig(o.consolePort ?? 0),
   });

@@ -53,15 +53,13 @@ export const ConfigSchema = z.object({
     .object({
       /** How long a presented card waits in the mouth when the job does not say (collectTimeoutSec). */
       defaultCollectTimeoutSec: z.number().int().min(5).max(600).default(60),
-      /** How often the bezel sensor is read while a card waits to be taken. */
-      takePollMs: z.number().int().min(5).max(5_000).default(50),
       /**
        * How long a job waits for a stopped or offline printer before it fails with the printer's
        * reason (FEEDER_EMPTY, DEVICE_DISCONNECTED, …) without using a card.
        */
       holdWhileStoppedSec: z.number().min(0).max(3_600).default(120),
     })
-    .default({ defaultCollectTimeoutSec: 60, takePollMs: 50, holdWhileStoppedSec: 120 }),
+    .default({ defaultCollectTimeoutSec: 60, holdWhileStoppedSec: 120 }),
   /** The local web console and status API (docs/console.md). Off unless enabled. */
   console: z
     .object({

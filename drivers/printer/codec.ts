@@ -32,6 +32,7 @@ export const PRINTER_COMMANDS = [
   "Smr",
   "Seb",
   "Rbz",
+  "Wbz",
   "Scb",
   "Ser",
   "Rse",
@@ -114,11 +115,13 @@ export const ERROR_REPLIES: Readonly<Record<string, DeviceFault>> = {
 
 /**
  * Classifies one reply line (without its CR). `command` resolves the one ambiguity of the protocol:
- * `NO CARD` answers `Rbz` (the mouth is empty) but is an error for every card move.
+ * `NO CARD` answers `Rbz`/`Wbz` (the mouth is empty) but is an error for every card move.
  */
 export function parseReply(line: string, command?: string): PrinterReply {
   if (line === "OK") return { kind: "ok" };
-  if (command === "Rbz" && parseBezelSensor(line) !== undefined) return { kind: "value", text: line };
+  if ((command === "Rbz" || command === "Wbz") && parseBezelSensor(line) !== undefined) {
+    return { kind: "value", text: line };
+  }
   const fault = ERROR_REPLIES[line];
   if (fault !== undefined) return { kind: "error", fault, text: line };
   return { kind: "value", text: line };

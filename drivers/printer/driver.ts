@@ -31,6 +31,9 @@ export interface PrinterTimeouts {
   magMs: number;
 }
 
+/** The longest single `Wbz` wait; longer collect timeouts are several chunks. */
+const MAX_TAKE_WAIT_CHUNK_MS = 30_000;
+
 export const DEFAULT_PRINTER_TIMEOUTS: PrinterTimeouts = { defaultMs: 5_000, printMs: 60_000, magMs: 15_000 };
 
 export interface PrinterDriverOptions {
@@ -38,8 +41,6 @@ export interface PrinterDriverOptions {
   clock: Clock;
   logger: Logger;
   timeouts?: Partial<PrinterTimeouts>;
-  /** How often `waitForCardTaken()` reads the bezel sensor. Default 250 ms. */
-  takePollMs?: number;
   /** Names the device in errors and logs. Default `printer`. */
   device?: string;
 }
@@ -104,7 +105,6 @@ export class PrinterDriver {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly timeouts: PrinterTimeouts;
-  private readonly takePollMs: number;
   private readonly device: string;
   private readonly mutex = new Mutex();
   private readonly splitter = new ReplySplitter();
@@ -120,7 +120,6 @@ export class PrinterDriver {
     this.device = options.device ?? "printer";
     this.log = options.logger.child({ device: this.device });
     this.timeouts = { ...DEFAULT_PRINTER_TIMEOUTS, ...options.timeouts };
-    this.takePollMs = options.takePollMs ?? 250;
     this.transport.onData((chunk) => {
       for (const line of this.splitter.push(chunk)) this.onLine(line);
     });
@@ -246,16 +245,26 @@ export class PrinterDriver {
   }
 
   /**
-   * Polls the bezel sensor every `takePollMs` until the mouth is empty (true) or `timeoutMs` has
-   * passed with the card still there (false). The lock is released between polls.
+   * Waits until the cardholder takes the card (true) or `timeoutMs` passes with the card still in
+   * the mouth (false). Uses the long-poll `Wbz;<ms>`: the printer answers the moment the mouth
+   * empties, so D1 hears CARD_PROD_DONE without a polling delay and the line stays quiet meanwhile.
+   * Long waits are cut into chunks so a lost reply costs at most one chunk.
    */
   async waitForCardTaken(timeoutMs: number): Promise<boolean> {
     const deadline = this.clock.now() + timeoutMs;
     for (;;) {
-      if (!(await this.isCardInMouth())) return true;
-      const left = deadline - this.clock.now();
-      if (left <= 0) return false;
-      await delay(this.clock, Math.min(this.takePollMs, left));
+      const chunk = Math.max(0, Math.min(deadline - this.clock.now(), MAX_TAKE_WAIT_CHUNK_MS));
+      const inMouth = await this.mutex.run(async () => {
+        const text = await this.expectValue(
+          "Wbz",
+          [String(chunk)],
+          (t) => parseBezelSensor(t) !== undefined,
+          chunk + this.timeouts.defaultMs,
+        );
+        return parseBezelSensor(text)!;
+      });
+      if (!inMouth) return true;
+      if (deadline - this.clock.now() <= 0) return false;
     }
   }
 

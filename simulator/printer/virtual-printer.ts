@@ -94,6 +94,8 @@ interface Outcome {
   /** Absent: nothing goes back. */
   reply?: string;
   latency: LatencyKind;
+  /** `Wbz`: hold the reply until the mouth is empty or this many ms have passed. */
+  waitForTakeMs?: number;
 }
 
 const INSIDE: readonly CardPosition[] = ["INSERT", "PRINT", "CONTACT"];
@@ -122,6 +124,8 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
   private readonly records: CardRecord[] = [];
   private nextSerial = 1;
   private takeTimer: object | undefined;
+  /** Set while a `Wbz` waits for the mouth to empty. */
+  private bezelWaiter: (() => void) | undefined;
   private sequence: { side?: "front" | "back"; front?: Buffer; back?: Buffer } | undefined;
   private readonly loadedTracks = new Map<number, string>();
   private readonly writtenTracks = new Map<number, string>();
@@ -224,7 +228,11 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     const command = this.queue.shift();
     if (!command) return;
     this.busy = true;
-    const { reply, latencyMs, noise } = this.handle(command);
+    const { reply, latencyMs, noise, waitForTakeMs } = this.handle(command);
+    if (waitForTakeMs !== undefined) {
+      this.holdUntilTaken(waitForTakeMs);
+      return;
+    }
     const finish = (): void => {
       if (reply !== undefined) {
         if (noise) this.send(noise.bytes);
@@ -241,6 +249,7 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
   /** Applies the faults that fire at this step, then the command itself. */
   private handle(command: ParsedCommand): {
     reply?: string;
+    waitForTakeMs?: number;
     latencyMs: number;
     noise?: { bytes: Buffer; thenReply: boolean };
   } {
@@ -266,6 +275,7 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     const noise = firedOf("noise");
     return {
       ...(outcome.reply === undefined ? {} : { reply: outcome.reply }),
+      ...(outcome.waitForTakeMs === undefined ? {} : { waitForTakeMs: outcome.waitForTakeMs }),
       latencyMs: this.latency[outcome.latency] * factor,
       ...(noise ? { noise: { bytes: this.lineNoise(), thenReply: noise.options.thenReply === true } } : {}),
     };
@@ -351,6 +361,13 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
         return ok();
       case "Rbz":
         return answer(this.position === "BEZEL" ? "CARD" : "NO CARD");
+      case "Wbz": {
+        const ms = Number(params[0]);
+        if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) return answer("ERROR PARAMETRES");
+        if (this.position !== "BEZEL" || ms === 0)
+          return answer(this.position === "BEZEL" ? "CARD" : "NO CARD");
+        return { latency: "commandMs", waitForTakeMs: ms };
+      }
       case "Scb":
         if (!hasCard) return answer("NO CARD");
         if (this.captureBin.count >= this.captureBin.capacity) return answer("CAPTURE BIN FULL");
@@ -468,6 +485,22 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     return { reply, latency: "commandMs" };
   }
 
+  /**
+   * `Wbz`: the sensor answers the moment the mouth empties (taken, or retracted by a technician),
+   * or `CARD` when the wait runs out. The host needs no polling traffic while a cardholder reaches.
+   */
+  private holdUntilTaken(ms: number): void {
+    const answer = (text: string): void => {
+      this.clock.clearTimeout(timer);
+      this.bezelWaiter = undefined;
+      this.send(Buffer.concat([Buffer.from(text, "latin1"), Buffer.of(CR)]));
+      this.busy = false;
+      this.pump();
+    };
+    const timer = this.clock.setTimeout(() => answer("CARD"), ms);
+    this.bezelWaiter = () => answer("NO CARD");
+  }
+
   private present(cardNotTaken: boolean): void {
     this.position = "BEZEL";
     this.emit("card-presented", this.current!);
@@ -486,7 +519,9 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
   ): void {
     if (this.takeTimer) this.clock.clearTimeout(this.takeTimer);
     this.takeTimer = undefined;
+    const wasInMouth = this.position === "BEZEL";
     this.position = "NONE";
+    if (wasInMouth) this.bezelWaiter?.();
     this.sequence = undefined;
     this.writtenTracks.clear();
     const card = this.current;

@@ -60,6 +60,8 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
   const { url } = await emulator.start();
   const binding = new VirtualSerialBinding();
   const printer = attachVirtualPrinter(binding, PRINTER_PATH, {
+    // One clock for both sides: a fake clock moves the printer's waits and the agent's timeouts together.
+    ...(options.clock ? { clock: options.clock } : {}),
     takeAfterMs: options.takeAfterMs === undefined ? 0 : options.takeAfterMs,
     ...(options.latency ? { latency: { commandMs: 0, printMs: 0, magMs: 0, ...options.latency } } : {}),
   });
@@ -76,7 +78,6 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
     },
     production: {
       defaultCollectTimeoutSec: 30,
-      takePollMs: 10,
       holdWhileStoppedSec: 5,
       ...options.config?.production,
     },

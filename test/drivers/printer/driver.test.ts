@@ -141,8 +141,8 @@ describe("PrinterDriver on the simulated printer (real SerialPortStream path)", 
     expect(findSecrets(logs.text(), [TRACK1, TRACK2, "4111111111111111"])).toEqual([]);
   });
 
-  it("waitForCardTaken() polls the bezel; a card not taken is then retracted to the capture bin", async () => {
-    const { driver, printer, clock } = await openStack({ takePollMs: 100 });
+  it("waitForCardTaken() long-polls the bezel (Wbz); a card not taken is then retracted to the capture bin", async () => {
+    const { driver, printer, clock } = await openStack();
     printer.injectFault("not-taken");
     await driver.insertCard();
     await driver.presentCard();

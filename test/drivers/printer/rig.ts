@@ -51,7 +51,7 @@ interface Stack {
 function driverOn(
   binding: VirtualSerialBinding,
   clock: ManualClock,
-  options: { timeouts?: Partial<PrinterTimeouts>; logger?: Logger; takePollMs?: number },
+  options: { timeouts?: Partial<PrinterTimeouts>; logger?: Logger },
 ): Omit<Stack, "clock" | "binding" | "wire"> {
   const transport = new SerialTransport({ path: PATH, baudRate: 115_200, binding });
   const driver = new PrinterDriver({
@@ -59,19 +59,13 @@ function driverOn(
     clock,
     logger: options.logger ?? silentLogger,
     ...(options.timeouts ? { timeouts: options.timeouts } : {}),
-    ...(options.takePollMs ? { takePollMs: options.takePollMs } : {}),
   });
   return { transport, driver };
 }
 
 /** PrinterDriver → SerialTransport → SerialPortStream → VirtualSerialBinding → VirtualPrinter. */
 export function printerStack(
-  options: {
-    printer?: VirtualPrinterOptions;
-    timeouts?: Partial<PrinterTimeouts>;
-    logger?: Logger;
-    takePollMs?: number;
-  } = {},
+  options: { printer?: VirtualPrinterOptions; timeouts?: Partial<PrinterTimeouts>; logger?: Logger } = {},
 ): Stack & { printer: VirtualPrinter } {
   const clock = new ManualClock();
   const binding = new VirtualSerialBinding();
