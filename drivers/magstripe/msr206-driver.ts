@@ -1,0 +1,400 @@
+import type { Logger } from "../../agent/log/logger.js";
+import { type Clock, delay } from "../../agent/util/clock.js";
+import { Mutex } from "../../agent/util/mutex.js";
+import { DeviceError, type DeviceFault } from "../device-fault.js";
+import type { Transport } from "../transport/transport.js";
+import type { Coercivity, MagstripeEncoder, MagstripeTracks } from "./encoder.js";
+import type { TrackNumber } from "./iso7813.js";
+import {
+  encodeCommand,
+  encodeErase,
+  encodeSetCoercivity,
+  encodeWriteIso,
+  faultOfStatus,
+  isEncodableIsoTrack,
+  type Msr206Operation,
+  type Msr206Reply,
+  Msr206ReplyParser,
+  type Msr206Status,
+  trackDataOf,
+} from "./msr206-codec.js";
+
+export interface Msr206Timeouts {
+  /** Reset handshake, coercivity, model, firmware, erase. */
+  defaultMs: number;
+  /** ISO write and read: the device waits for the card to pass its head. */
+  magMs: number;
+}
+
+export const DEFAULT_MSR206_TIMEOUTS: Msr206Timeouts = { defaultMs: 3_000, magMs: 15_000 };
+
+export interface Msr206EncoderOptions {
+  transport: Transport;
+  clock: Clock;
+  logger: Logger;
+  timeouts?: Partial<Msr206Timeouts>;
+  /** Pause after `ESC a` before the communication test. Default 0. */
+  resetSettleMs?: number;
+  /** Names the device in errors and logs. Default `msr206`. */
+  device?: string;
+  /**
+   * After `open()`, an operation that finds the link closed (unplugged, then plugged back) opens it
+   * again first, failing with `DEVICE_DISCONNECTED` while the device is still away. Default true.
+   * `close()` turns it off until the next `open()`.
+   */
+  reopenOnUse?: boolean;
+}
+
+export interface Msr206EncoderStats {
+  commands: number;
+  bytesWritten: number;
+  /** Bytes the reply parser threw away (noise, broken and truncated frames). */
+  droppedBytes: number;
+  /** Broken or truncated frames, plus whole replies the waiting command cannot take. */
+  droppedFrames: number;
+  /** Replies that arrived with no command waiting. */
+  unexpectedReplies: number;
+}
+
+interface Command {
+  /** For logs and errors: `reset`, `test`, `hico`, `write`, `read`, … never parameters. */
+  name: string;
+  frame: Buffer;
+  timeoutMs: number;
+  /** Whether a reply answers this command. Anything else is dropped while it waits. */
+  accepts(reply: Msr206Reply): boolean;
+  expectModel?: boolean;
+}
+
+interface InFlight {
+  command: Command;
+  answer(reply: Msr206Reply): void;
+  fail(error: DeviceError): void;
+}
+
+const isStatus = (r: Msr206Reply): boolean => r.kind === "status";
+
+/**
+ * `MagstripeEncoder` for MSR206-family encoders over any `Transport`: a serial MSR206 through
+ * `SerialTransport`, an MSR605X through `HidTransport`. One command on the wire at a time, each
+ * public operation under one lock, timeouts on the injected clock.
+ *
+ * After a timeout or a lost link the device's state is unknown (it may still wait for a card in
+ * write mode, a late answer may still come): the next operation starts with `ESC a` + `ESC e`,
+ * whose answer `ESC y` cannot be mistaken for a late status.
+ *
+ * Track data is never logged nor put into errors: logs carry command names, reply kinds and lengths.
+ */
+export class Msr206Encoder implements MagstripeEncoder {
+  private readonly transport: Transport;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly timeouts: Msr206Timeouts;
+  private readonly resetSettleMs: number;
+  private readonly device: string;
+  private readonly mutex = new Mutex();
+  private readonly parser = new Msr206ReplyParser();
+  private inFlight: InFlight | undefined;
+  private needsSync = true;
+  private readonly reopenOnUse: boolean;
+  /** Between `open()` and `close()`: the caller wants the device. */
+  private wanted = false;
+  private commands = 0;
+  private bytesWritten = 0;
+  private repliesDropped = 0;
+  private unexpectedReplies = 0;
+
+  constructor(options: Msr206EncoderOptions) {
+    this.transport = options.transport;
+    this.clock = options.clock;
+    this.device = options.device ?? "msr206";
+    this.log = options.logger.child({ device: this.device });
+    this.timeouts = { ...DEFAULT_MSR206_TIMEOUTS, ...options.timeouts };
+    this.resetSettleMs = options.resetSettleMs ?? 0;
+    this.reopenOnUse = options.reopenOnUse ?? true;
+    this.transport.onData((chunk) => {
+      for (const reply of this.parser.push(chunk)) this.onReply(reply);
+    });
+    this.transport.onClose(({ disconnected }) => this.onTransportClosed(disconnected));
+  }
+
+  get stats(): Msr206EncoderStats {
+    const parser = this.parser.stats;
+    return {
+      commands: this.commands,
+      bytesWritten: this.bytesWritten,
+      droppedBytes: parser.droppedBytes,
+      droppedFrames: parser.droppedFrames + this.repliesDropped,
+      unexpectedReplies: this.unexpectedReplies,
+    };
+  }
+
+  /** Opens the transport, resets the encoder (`ESC a`) and runs the communication test (`ESC e` → `ESC y`). */
+  async open(): Promise<void> {
+    this.wanted = true;
+    await this.transport.open();
+    await this.mutex.run(() => this.sync());
+  }
+
+  /** Closes the transport; a command still waiting fails with `DEVICE_DISCONNECTED`. */
+  async close(): Promise<void> {
+    this.wanted = false;
+    await this.transport.close();
+  }
+
+  /** `ESC x` (HiCo) / `ESC y` (LoCo) → `ESC 0`. */
+  setCoercivity(coercivity: Coercivity): Promise<void> {
+    return this.operation(() => this.setCoercivityLocked(coercivity));
+  }
+
+  /** `ESC d` → `ESC h` / `ESC l`. */
+  readCoercivity(): Promise<Coercivity> {
+    return this.operation(async () => {
+      const reply = await this.request({
+        name: "coercivity",
+        frame: encodeCommand("coercivity"),
+        timeoutMs: this.timeouts.defaultMs,
+        accepts: (r) => r.kind === "coercivity" || isStatus(r),
+      });
+      if (reply.kind === "coercivity") return reply.coercivity;
+      throw this.statusError("coercivity", reply, "command");
+    });
+  }
+
+  /** `ESC t` → `ESC <model> S`, e.g. `3` for a three-track unit. */
+  readModel(): Promise<string> {
+    return this.operation(async () => {
+      const reply = await this.request({
+        name: "model",
+        frame: encodeCommand("model"),
+        timeoutMs: this.timeouts.defaultMs,
+        accepts: (r) => r.kind === "model" || isStatus(r),
+        expectModel: true,
+      });
+      if (reply.kind === "model") return reply.model;
+      throw this.statusError("model", reply, "command");
+    });
+  }
+
+  /** `ESC v` → `ESC REV?X.XX`. */
+  readFirmware(): Promise<string> {
+    return this.operation(async () => {
+      const reply = await this.request({
+        name: "firmware",
+        frame: encodeCommand("firmware"),
+        timeoutMs: this.timeouts.defaultMs,
+        accepts: (r) => r.kind === "firmware" || isStatus(r),
+      });
+      if (reply.kind === "firmware") return reply.version;
+      throw this.statusError("firmware", reply, "command");
+    });
+  }
+
+  /** `ESC c <selector>` → `ESC 0`. The device waits for the card like a write. */
+  erase(tracks: readonly TrackNumber[]): Promise<void> {
+    const frame = encodeErase(tracks);
+    return this.operation(() => this.expectOk("erase", frame, this.timeouts.magMs, "erase"));
+  }
+
+  /**
+   * Sets the coercivity, writes the given tracks in ISO mode (`ESC w` + data block → `ESC 0`), reads
+   * them back (`ESC r` → data block + status) and compares each written track. Track data that is
+   * not ISO-mode encodable fails with `COMMAND_REJECTED` before anything is sent.
+   *
+   * - write answered `1` / `9` / `A` → `MAG_WRITE`; `2` / `4` → `COMMAND_REJECTED`
+   * - a written track that reads back different, or not at all → `MAG_VERIFY`
+   * - no answer in time → `DEVICE_TIMEOUT`; link lost → `DEVICE_DISCONNECTED`
+   */
+  async encode(tracks: MagstripeTracks, coercivity: Coercivity): Promise<void> {
+    const written: Array<{ n: TrackNumber; data: string }> = [];
+    for (const n of [1, 2, 3] as const) {
+      const data = tracks[`track${n}`];
+      if (data === undefined) continue;
+      if (!isEncodableIsoTrack(n, data)) {
+        throw new DeviceError("COMMAND_REJECTED", `track ${n} data is not ISO 7813 encodable`, {
+          device: this.device,
+          command: "write",
+        });
+      }
+      written.push({ n, data });
+    }
+    if (written.length === 0) throw new RangeError("encode needs at least one track");
+    const writeFrame = encodeWriteIso(tracks);
+    const { magMs } = this.timeouts;
+    await this.operation(async () => {
+      await this.setCoercivityLocked(coercivity);
+      await this.expectOk("write", writeFrame, magMs, "write");
+      const answer = await this.request({
+        name: "read",
+        frame: encodeCommand("readIso"),
+        timeoutMs: magMs,
+        accepts: (r) => r.kind === "read" || isStatus(r),
+      });
+      const status = answer.kind === "read" || answer.kind === "status" ? answer.status : "OK";
+      const fault = faultOfStatus(status, "read");
+      if (fault === "COMMAND_REJECTED") throw this.statusError("read", answer, "read");
+      for (const { n, data } of written) {
+        const text = answer.kind === "read" ? answer.tracks[`track${n}`] : "";
+        if (trackDataOf(n, text) === data) continue;
+        const how = text.length === 0 ? "did not read back" : "reads back different from what was written";
+        throw new DeviceError("MAG_VERIFY", `track ${n} ${how} (read status ${status})`, {
+          device: this.device,
+          command: "read",
+        });
+      }
+      this.log.debug({ tracks: written.map((t) => t.n), coercivity }, "magstripe written and verified");
+    });
+  }
+
+  /**
+   * Runs `section` under the lock, after re-opening a link that went away (`reopenOnUse`) and a
+   * resynchronisation if the last operation ended badly.
+   */
+  private operation<T>(section: () => Promise<T>): Promise<T> {
+    return this.mutex.run(async () => {
+      if (this.wanted && this.reopenOnUse && !this.transport.isOpen) {
+        this.log.info("re-opening the encoder link");
+        await this.transport.open();
+      }
+      if (this.needsSync) await this.sync();
+      return section();
+    });
+  }
+
+  /** `ESC a` (no answer), then `ESC e` → `ESC y`. */
+  private async sync(): Promise<void> {
+    this.parser.discardPartial();
+    await this.sendOnly("reset", encodeCommand("reset"));
+    if (this.resetSettleMs > 0) await delay(this.clock, this.resetSettleMs);
+    const reply = await this.request({
+      name: "test",
+      frame: encodeCommand("test"),
+      timeoutMs: this.timeouts.defaultMs,
+      // Only `ESC y`: a late status from before the reset is dropped here, not taken as the answer.
+      accepts: (r) => r.kind === "test-ok",
+    });
+    if (reply.kind === "test-ok") this.needsSync = false;
+  }
+
+  private async setCoercivityLocked(coercivity: Coercivity): Promise<void> {
+    await this.expectOk(coercivity === "HICO" ? "hico" : "loco", encodeSetCoercivity(coercivity));
+  }
+
+  private async expectOk(
+    name: string,
+    frame: Buffer,
+    timeoutMs = this.timeouts.defaultMs,
+    operation: Msr206Operation = "command",
+  ): Promise<void> {
+    const reply = await this.request({ name, frame, timeoutMs, accepts: isStatus });
+    if (reply.kind === "status" && reply.status === "OK") return;
+    throw this.statusError(name, reply, operation);
+  }
+
+  private statusError(name: string, reply: Msr206Reply, operation: Msr206Operation): DeviceError {
+    const status: Msr206Status | undefined =
+      reply.kind === "status" || reply.kind === "read" ? reply.status : undefined;
+    const fault: DeviceFault = (status && faultOfStatus(status, operation)) ?? "PROTOCOL_ERROR";
+    return new DeviceError(fault, `${name}: encoder answered status ${status ?? reply.kind}`, {
+      device: this.device,
+      command: name,
+    });
+  }
+
+  /** Writes a command that has no answer (`ESC a`). */
+  private async sendOnly(name: string, frame: Buffer): Promise<void> {
+    this.commands++;
+    this.log.debug({ command: name }, "encoder command");
+    try {
+      await this.transport.write(frame);
+    } catch (err) {
+      this.needsSync = true;
+      throw this.writeFailed(name, err);
+    }
+    this.bytesWritten += frame.length;
+  }
+
+  /** Resolves with the command's reply; rejects on timeout or disconnection only. */
+  private request(command: Command): Promise<Msr206Reply> {
+    const { name, frame, timeoutMs } = command;
+    return new Promise<Msr206Reply>((resolve, reject) => {
+      const settle = (done: () => void): void => {
+        if (this.inFlight !== entry) return;
+        this.inFlight = undefined;
+        this.parser.expectModel = false;
+        this.clock.clearTimeout(timer);
+        done();
+      };
+      const entry: InFlight = {
+        command,
+        answer: (reply) => settle(() => resolve(reply)),
+        fail: (error) =>
+          settle(() => {
+            this.needsSync = true;
+            reject(error);
+          }),
+      };
+      const timer = this.clock.setTimeout(() => {
+        const dropped = this.parser.discardPartial();
+        this.log.warn({ command: name, timeoutMs, partialBytes: dropped }, "encoder did not answer in time");
+        entry.fail(
+          new DeviceError("DEVICE_TIMEOUT", `${name}: no reply within ${timeoutMs} ms`, {
+            device: this.device,
+            command: name,
+          }),
+        );
+      }, timeoutMs);
+      this.inFlight = entry;
+      this.parser.expectModel = command.expectModel === true;
+      this.commands++;
+      this.log.debug({ command: name }, "encoder command");
+      this.transport.write(frame).then(
+        () => {
+          this.bytesWritten += frame.length;
+        },
+        (err: unknown) => entry.fail(this.writeFailed(name, err)),
+      );
+    });
+  }
+
+  private writeFailed(name: string, err: unknown): DeviceError {
+    return new DeviceError("DEVICE_DISCONNECTED", `${name}: cannot write to ${this.transport.description}`, {
+      device: this.device,
+      command: name,
+      cause: err,
+    });
+  }
+
+  private onReply(reply: Msr206Reply): void {
+    const entry = this.inFlight;
+    if (!entry) {
+      this.unexpectedReplies++;
+      this.log.warn({ reply: reply.kind }, "encoder reply with no command in flight; ignored");
+      return;
+    }
+    if (entry.command.accepts(reply)) {
+      entry.answer(reply);
+      return;
+    }
+    this.repliesDropped++;
+    this.log.warn(
+      { command: entry.command.name, reply: reply.kind },
+      "reply does not fit the command; dropped",
+    );
+  }
+
+  private onTransportClosed(disconnected: boolean): void {
+    this.parser.reset();
+    this.needsSync = true;
+    if (disconnected) this.log.warn("encoder link lost");
+    const entry = this.inFlight;
+    if (!entry) return;
+    const name = entry.command.name;
+    entry.fail(
+      new DeviceError("DEVICE_DISCONNECTED", `${name}: link closed while waiting for the reply`, {
+        device: this.device,
+        command: name,
+      }),
+    );
+  }
+}

@@ -1,0 +1,78 @@
+/**
+ * What each injectable MSR206 fault does, on one screen. Same model as the printer's
+ * (`simulator/printer/faults.ts`): a fault is armed for a number of firings (or persistently) and
+ * fires when the encoder reaches the step it hits. A card is encoded with one write, so `count: N`
+ * on a write-step fault means the next N cards.
+ */
+
+export type Msr206FaultName = "mag-write" | "mag-verify" | "timeout" | "garbage" | "unplug";
+
+/** A step is a command (`Msr206Command["kind"]`: `writeIso`, `readIso`, `test`, …) or `*` for any. */
+export type Msr206Step = string;
+
+export type Msr206FaultEffect =
+  /** The write is answered status `1` (read/write error) and nothing is written. */
+  | { kind: "write-error" }
+  /** The write answers `0` but puts different data on the stripe (valid LRC): the read-back differs. */
+  | { kind: "corrupt-write" }
+  /** No answer at all; the command is not executed. */
+  | { kind: "swallow" }
+  /** Random bytes (never ESC) before the answer; over HID also an orphan report before the message. */
+  | { kind: "noise" }
+  /** The device vanishes instead of answering; back after `replugAfterMs`. */
+  | { kind: "unplug" };
+
+export interface Msr206FaultRule {
+  hits: readonly Msr206Step[];
+  effect: Msr206FaultEffect;
+}
+
+export const MSR206_FAULT_RULES: Readonly<Record<Msr206FaultName, Msr206FaultRule>> = {
+  "mag-write": { hits: ["writeIso"], effect: { kind: "write-error" } },
+  "mag-verify": { hits: ["writeIso"], effect: { kind: "corrupt-write" } },
+  timeout: { hits: ["writeIso"], effect: { kind: "swallow" } },
+  garbage: { hits: ["readIso"], effect: { kind: "noise" } },
+  unplug: { hits: ["writeIso"], effect: { kind: "unplug" } },
+};
+
+export interface Msr206FaultOptions {
+  /** Fires on the next N matching steps. Default 1 unless `persistent`. */
+  count?: number;
+  /** Fires every time until `clearFaults()`. */
+  persistent?: boolean;
+  /** Overrides the step the fault hits, e.g. `readIso` for `timeout`, `*` for any command. */
+  at?: Msr206Step;
+  /** `unplug`: the device comes back after this long (simulator clock). Default 1000 ms. */
+  replugAfterMs?: number;
+}
+
+export interface ArmedMsr206Fault {
+  name: Msr206FaultName;
+  effect: Msr206FaultEffect;
+  steps: readonly Msr206Step[];
+  remaining: number;
+  options: Msr206FaultOptions;
+}
+
+export function armMsr206Fault(name: Msr206FaultName, options: Msr206FaultOptions = {}): ArmedMsr206Fault {
+  const rule = MSR206_FAULT_RULES[name];
+  return {
+    name,
+    effect: rule.effect,
+    steps: options.at === undefined ? rule.hits : [options.at],
+    remaining: options.persistent ? Number.POSITIVE_INFINITY : (options.count ?? 1),
+    options,
+  };
+}
+
+/** The faults that fire at `step`, each consuming one firing. */
+export function fireMsr206Faults(armed: ArmedMsr206Fault[], step: Msr206Step): ArmedMsr206Fault[] {
+  const fired: ArmedMsr206Fault[] = [];
+  for (const fault of armed) {
+    if (fault.remaining <= 0) continue;
+    if (!fault.steps.includes(step) && !fault.steps.includes("*")) continue;
+    fault.remaining--;
+    fired.push(fault);
+  }
+  return fired;
+}

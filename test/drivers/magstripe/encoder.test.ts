@@ -1,0 +1,90 @@
+import { describe, expect, it } from "vitest";
+import { silentLogger } from "../../../agent/log/logger.js";
+import { ManualClock } from "../../../agent/util/clock.js";
+import { createMagstripeEncoder } from "../../../drivers/magstripe/create-encoder.js";
+import {
+  type Coercivity,
+  type MagstripeEncoder,
+  type MagstripeTracks,
+  printerMagstripeEncoder,
+} from "../../../drivers/magstripe/encoder.js";
+import type { Msr206Encoder } from "../../../drivers/magstripe/msr206-driver.js";
+import type { PrinterDriver } from "../../../drivers/printer/driver.js";
+import { attachVirtualMsr206, VirtualMsr206 } from "../../../simulator/magstripe/index.js";
+import { VirtualSerialBinding } from "../../../simulator/serial/virtual-binding.js";
+
+describe("MagstripeEncoder", () => {
+  it("the printer's built-in encoder is one, through the adapter", async () => {
+    const calls: Array<[MagstripeTracks, Coercivity]> = [];
+    const printer = {
+      encodeMagstripe: async (tracks: MagstripeTracks, coercivity: Coercivity) => {
+        calls.push([tracks, coercivity]);
+      },
+    };
+    const encoder: MagstripeEncoder = printerMagstripeEncoder(printer);
+    await encoder.encode({ track2: "4111111111111111=2512101" }, "LOCO");
+    expect(calls).toEqual([[{ track2: "4111111111111111=2512101" }, "LOCO"]]);
+  });
+
+  it("PrinterDriver and Msr206Encoder both fit the interface (checked by the compiler)", () => {
+    const fromPrinter = (p: PrinterDriver): MagstripeEncoder => printerMagstripeEncoder(p);
+    const fromMsr = (m: Msr206Encoder): MagstripeEncoder => m;
+    expect(typeof fromPrinter).toBe("function");
+    expect(typeof fromMsr).toBe("function");
+  });
+});
+
+describe("createMagstripeEncoder", () => {
+  const TRACK2 = "4111111111111111=25121010000000000000";
+
+  it("printer: the adapter over the printer's encodeMagstripe", async () => {
+    let called = 0;
+    const configured = createMagstripeEncoder(
+      { kind: "printer" },
+      {
+        clock: new ManualClock(),
+        logger: silentLogger,
+        printer: {
+          encodeMagstripe: async () => {
+            called++;
+          },
+        },
+      },
+    );
+    expect(configured.device).toBeUndefined();
+    await configured.encoder.encode({ track2: TRACK2 }, "HICO");
+    expect(called).toBe(1);
+  });
+
+  it("msr206-hid and msr206-serial: an Msr206Encoder over the right transport", async () => {
+    const clock = new ManualClock();
+    const hidSim = new VirtualMsr206({ clock });
+    const hid = createMagstripeEncoder(
+      { kind: "msr206-hid" },
+      { clock, logger: silentLogger, hidBackend: hidSim.hidBackend() },
+    );
+    const binding = new VirtualSerialBinding();
+    const serialSim = attachVirtualMsr206(binding, "/dev/ttyMSR1", { clock });
+    const serial = createMagstripeEncoder(
+      { kind: "msr206-serial", path: "/dev/ttyMSR1" },
+      { clock, logger: silentLogger, serialBinding: binding },
+    );
+    for (const [configured, sim] of [
+      [hid, hidSim],
+      [serial, serialSim],
+    ] as const) {
+      await configured.device!.open();
+      await configured.encoder.encode({ track2: TRACK2 }, "HICO");
+      expect(sim.record).toHaveLength(1);
+      await configured.device!.close();
+    }
+  });
+
+  it("refuses a configuration without what it needs", () => {
+    const deps = { clock: new ManualClock(), logger: silentLogger };
+    expect(() => createMagstripeEncoder({ kind: "printer" }, deps)).toThrow(TypeError);
+    expect(() => createMagstripeEncoder({ kind: "msr206-serial", path: "/dev/ttyS0" }, deps)).toThrow(
+      TypeError,
+    );
+  });
+});
