@@ -2,8 +2,13 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { BindingInterface } from "@serialport/bindings-interface";
 import type { ApduTransport } from "../drivers/chip/apdu-transport.js";
+import {
+  type ConfiguredMagstripeEncoder,
+  createMagstripeEncoder,
+} from "../drivers/magstripe/create-encoder.js";
 import { PrinterDriver } from "../drivers/printer/driver.js";
 import { renderPanel } from "../drivers/printer/raster/render.js";
+import type { HidBackend } from "../drivers/transport/hid-transport.js";
 import { SerialTransport } from "../drivers/transport/serial-transport.js";
 import type { AgentConfig } from "./config/schema.js";
 import { ConsoleServer } from "./console/server.js";
@@ -37,6 +42,8 @@ export interface AgentDependencies {
   serialBinding: BindingInterface;
   /** The chip reader, when the kiosk has one. */
   chip?: ApduTransport;
+  /** node-hid, or the simulator's HID device, for a separate magstripe encoder over USB HID. */
+  hidBackend?: HidBackend | (() => Promise<HidBackend>);
   /** Simulator mode (demo, tests): the local console shows fault and sample-job buttons. */
   simulator?: SimulatorControls;
 }
@@ -51,6 +58,7 @@ export class KioskAgent {
   readonly outbox: OutboxSender;
   readonly printer: PrinterDriver;
   readonly supervisor: PrinterSupervisor;
+  readonly magstripe: ConfiguredMagstripeEncoder;
   readonly pipeline: ProductionPipeline;
   /** The local web console and status API, when `console.enabled` (docs/console.md). */
   readonly console: ConsoleServer | undefined;
@@ -111,9 +119,17 @@ export class KioskAgent {
           onEvent: () => this.outbox.flush(),
         }),
     });
+    this.magstripe = createMagstripeEncoder(config.magstripe, {
+      clock: this.clock,
+      logger: this.log,
+      printer: this.printer,
+      serialBinding: deps.serialBinding,
+      ...(deps.hidBackend ? { hidBackend: deps.hidBackend } : {}),
+    });
     this.pipeline = new ProductionPipeline({
       store: this.store,
       printer: this.printer,
+      magstripe: this.magstripe.encoder,
       supervisor: this.supervisor,
       holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
       chip: deps.chip,
@@ -175,6 +191,11 @@ export class KioskAgent {
     this.log.info({ version: AGENT_VERSION }, "kiosk agent starting");
     this.link.start();
     this.startup = this.supervisor.start();
+    // A separate encoder is opened now so a missing one shows in the log at start; if it is absent
+    // the first card's encode step re-tries it and fails that card with the reason.
+    this.magstripe.device?.open().catch((err: unknown) => {
+      this.log.warn({ err }, "magstripe encoder not available at start");
+    });
     this.pipeline.start();
     // A console that cannot listen (port taken) must not stop card production.
     this.console?.start().catch((err: unknown) => {
@@ -195,6 +216,7 @@ export class KioskAgent {
     this.outbox.stop();
     await this.link.stop();
     await this.printer.close().catch(() => undefined);
+    await this.magstripe.device?.close().catch(() => undefined);
     this.store.close();
     this.log.info("kiosk agent stopped");
   }

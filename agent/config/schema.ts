@@ -9,23 +9,53 @@ export const ConfigSchema = z.object({
     /** This kiosk's persoStation id, as D1 knows it (e.g. KIOSK-PS-101). */
     id: z.string().min(1).max(64),
   }),
-  d1: z.object({
-    url: z.url(),
-    /** Bearer token sent in the Authorization header when dialling D1. */
-    token: z.string().min(8),
-    /** Plain ws:// is refused unless this is set (demo and development only). */
-    allowInsecure: z.boolean().default(false),
-    pingIntervalMs: z.number().int().min(100).max(300_000).default(15_000),
-    missedPongs: z.number().int().min(1).max(10).default(2),
-    backoff: z
-      .object({
-        initialMs: z.number().int().min(10).default(500),
-        maxMs: z.number().int().min(100).default(30_000),
-      })
-      .default({ initialMs: 500, maxMs: 30_000 }),
-    /** An unacknowledged event is re-sent after this long even if the link stayed up. */
-    resendAfterMs: z.number().int().min(100).default(30_000),
-  }),
+  d1: z
+    .object({
+      /** wss:// in production; plain ws:// only with `allowInsecure` (docs/security.md). */
+      url: z.url({ protocol: /^wss?$/, error: "must be a ws:// or wss:// URL" }),
+      /** Bearer token sent in the Authorization header when dialling D1. */
+      token: z.string().min(8),
+      /** Plain ws:// is refused unless this is set (demo and development only). */
+      allowInsecure: z.boolean().default(false),
+      pingIntervalMs: z.number().int().min(100).max(300_000).default(15_000),
+      missedPongs: z.number().int().min(1).max(10).default(2),
+      backoff: z
+        .object({
+          initialMs: z.number().int().min(10).default(500),
+          maxMs: z.number().int().min(100).default(30_000),
+        })
+        .default({ initialMs: 500, maxMs: 30_000 }),
+      /** An unacknowledged event is re-sent after this long even if the link stayed up. */
+      resendAfterMs: z.number().int().min(100).default(30_000),
+      /**
+       * TLS for wss:// (docs/security.md): D1's certificate is verified against `caFile` (PEM; the
+       * system CAs when absent); `certFile` + `keyFile` give the agent a client certificate (mutual TLS).
+       */
+      tls: z
+        .object({
+          caFile: z.string().min(1).optional(),
+          certFile: z.string().min(1).optional(),
+          keyFile: z.string().min(1).optional(),
+        })
+        .optional(),
+    })
+    .superRefine((d1, ctx) => {
+      if (d1.url.startsWith("ws:") && !d1.allowInsecure) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["url"],
+          message:
+            "plain ws:// is refused: use wss://, or set d1.allowInsecure: true (demo and development only)",
+        });
+      }
+      if (d1.tls && (d1.tls.certFile === undefined) !== (d1.tls.keyFile === undefined)) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["tls", d1.tls.certFile === undefined ? "certFile" : "keyFile"],
+          message: "a client certificate needs both d1.tls.certFile and d1.tls.keyFile",
+        });
+      }
+    }),
   /** Where the job database and the data key live. */
   dataDir: z.string().min(1),
   printer: z.object({
@@ -49,6 +79,34 @@ export const ConfigSchema = z.object({
       })
       .default({ initialMs: 500, maxMs: 10_000 }),
   }),
+  /**
+   * Which magnetic stripe encoder the kiosk has: the printer's built-in one, or a separate MSR206
+   * family unit over USB HID (MSR605X, found by path or vendor/product id) or over serial.
+   */
+  magstripe: z
+    .discriminatedUnion("kind", [
+      z.object({ kind: z.literal("printer") }),
+      z.object({
+        kind: z.literal("msr206-hid"),
+        path: z.string().min(1).optional(),
+        vendorId: z.number().int().min(0).max(0xffff).optional(),
+        productId: z.number().int().min(0).max(0xffff).optional(),
+        timeouts: z
+          .object({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
+          .partial()
+          .optional(),
+      }),
+      z.object({
+        kind: z.literal("msr206-serial"),
+        path: z.string().min(1),
+        baudRate: z.number().int().positive().optional(),
+        timeouts: z
+          .object({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
+          .partial()
+          .optional(),
+      }),
+    ])
+    .default({ kind: "printer" }),
   production: z
     .object({
       /** How long a presented card waits in the mouth when the job does not say (collectTimeoutSec). */
@@ -72,6 +130,32 @@ export const ConfigSchema = z.object({
       token: z.string().min(16).optional(),
     })
     .default({ enabled: false, host: "127.0.0.1", port: 8787 }),
+  /** Health and metrics HTTP endpoint, always on 127.0.0.1 (docs/operations.md). Off unless enabled. */
+  health: z
+    .object({
+      enabled: z.boolean().default(false),
+      /** 0 = an ephemeral port (tests). */
+      port: z.number().int().min(0).max(65_535).default(9464),
+    })
+    .default({ enabled: false, port: 9464 }),
+  /** SIGTERM handling (docs/operations.md#stopping). */
+  shutdown: z
+    .object({
+      /** How long a card in hand may take to finish or be parked before the agent gives up on it. */
+      graceSec: z.number().min(0).max(600).default(30),
+      /** How long to wait for D1 to acknowledge the last statuses before closing the link. */
+      flushSec: z.number().min(0).max(60).default(5),
+    })
+    .default({ graceSec: 30, flushSec: 5 }),
+  /** Encrypted job payloads (JWE, docs/security.md). */
+  jwe: z
+    .object({
+      /** The station's private key (PKCS#8 PEM, `kiosk-agent keys generate`); must be mode 0600. */
+      privateKeyFile: z.string().min(1).optional(),
+      /** Refuse plain production data: every job must carry it encrypted. */
+      required: z.boolean().default(false),
+    })
+    .default({ required: false }),
   store: z
     .object({
       /** Finished jobs and their acknowledged events are kept this long for audit, then deleted. */

@@ -117,7 +117,8 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
    * mouth retracted) and a fault about the printer itself stops it until its status clears.
    */
   async afterFailure(err: unknown): Promise<void> {
-    const fault = err instanceof DeviceError ? err.code : undefined;
+    // Another device's fault (a separate magstripe encoder) says nothing about the printer.
+    const fault = err instanceof DeviceError && err.device === "printer" ? err.code : undefined;
     if (fault) this.snapshot.lastFault = { reason: fault, at: this.isoNow() };
     if (fault === "DEVICE_DISCONNECTED") {
       this.set("offline", fault);

@@ -2,6 +2,7 @@ import { EventEmitter } from "node:events";
 import { ChipError, runApduScript } from "../../drivers/chip/apdu-runner.js";
 import type { ApduTransport } from "../../drivers/chip/apdu-transport.js";
 import { DeviceError } from "../../drivers/device-fault.js";
+import type { MagstripeEncoder } from "../../drivers/magstripe/encoder.js";
 import type { PrinterDriver } from "../../drivers/printer/driver.js";
 import type { PrinterSupervisor } from "../devices/printer-supervisor.js";
 import type { ProductionJob } from "../jobs/production-job.js";
@@ -22,6 +23,8 @@ export interface PipelineOptions {
   store: JobStore;
   printer: PrinterDriver;
   supervisor: PrinterSupervisor;
+  /** The printer's built-in encoder or a separate one (drivers/magstripe/create-encoder.ts). */
+  magstripe: MagstripeEncoder;
   /** How long a job waits for a stopped or offline printer before it fails with the printer's reason. */
   holdWhileStoppedMs: number;
   /** The chip reader; absent on kiosks without one (a job with a chip part then fails). */
@@ -167,7 +170,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       if (data.magstripe) {
         enter("encode");
         const { track1, track2, track3, coercivity } = data.magstripe;
-        await printer.encodeMagstripe({ track1, track2, track3 }, coercivity ?? "HICO");
+        await this.options.magstripe.encode({ track1, track2, track3 }, coercivity ?? "HICO");
       }
       enter("present");
       await printer.presentCard();

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KioskAgent } from "../../agent/agent.js";
+import { type AgentDependencies, KioskAgent } from "../../agent/agent.js";
 import { parseConfig } from "../../agent/config/load.js";
 import type { AgentConfigInput } from "../../agent/config/schema.js";
 import { makeSampleJob } from "../../agent/jobs/sample-jobs.js";
@@ -44,6 +44,10 @@ export interface RigOptions {
     binding: VirtualSerialBinding;
     printer: VirtualPrinter;
   }) => Promise<void>;
+  /** For a separate magstripe encoder over HID: the simulator's HID device. */
+  hidBackend?: AgentDependencies["hidBackend"];
+  /** The agent's chip reader (default: the in-process transport over `rig.card`). */
+  chip?: AgentDependencies["chip"];
   /** Simulated printer latencies (default: answer on the next turn). */
   latency?: { commandMs?: number; printMs?: number; magMs?: number };
 }
@@ -76,6 +80,7 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
       reopen: { initialMs: 20, maxMs: 200 },
       ...options.config?.printer,
     },
+    ...(options.config?.magstripe ? { magstripe: options.config.magstripe } : {}),
     production: {
       defaultCollectTimeoutSec: 30,
       holdWhileStoppedSec: 5,
@@ -86,7 +91,8 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
     new KioskAgent(config, {
       logger: logs.logger,
       serialBinding: binding,
-      chip: new InProcessApduTransport(card),
+      chip: options.chip ?? new InProcessApduTransport(card),
+      ...(options.hidBackend ? { hidBackend: options.hidBackend } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
     });
   await options.prepare?.({ dataDir, binding, printer });
