@@ -10,9 +10,13 @@ import { PrinterDriver } from "../drivers/printer/driver.js";
 import { renderPanel } from "../drivers/printer/raster/render.js";
 import type { HidBackend } from "../drivers/transport/hid-transport.js";
 import { SerialTransport } from "../drivers/transport/serial-transport.js";
+import { pushSource } from "./audit/audit-log.js";
 import type { AgentConfig } from "./config/schema.js";
 import { ConsoleServer } from "./console/server.js";
 import type { SimulatorControls } from "./console/types.js";
+import { loadStationPrivateKey, type PayloadFailureCode } from "./crypto/jwe.js";
+import { PushPayloads, payloadFailureVerdict } from "./crypto/push-payloads.js";
+import { tlsClientOptions } from "./crypto/tls.js";
 import { D1Link } from "./d1/link.js";
 import type {
   CancelMessage,
@@ -23,6 +27,9 @@ import type {
   StatusResultMessage,
 } from "./d1/messages.js";
 import { PrinterSupervisor } from "./devices/printer-supervisor.js";
+import { createMetrics } from "./health/metrics.js";
+import { HealthServer, type Readiness } from "./health/server.js";
+import { ShutdownGate } from "./health/shutdown.js";
 import { validateJob } from "./jobs/validate.js";
 import type { Logger } from "./log/logger.js";
 import { maskPan } from "./log/mask.js";
@@ -62,6 +69,13 @@ export class KioskAgent {
   readonly pipeline: ProductionPipeline;
   /** The local web console and status API, when `console.enabled` (docs/console.md). */
   readonly console: ConsoleServer | undefined;
+  /** /healthz, /readyz, /metrics on 127.0.0.1, when `health.enabled` (docs/operations.md). */
+  readonly health: HealthServer | undefined;
+  private readonly disposeMetrics: (() => void) | undefined;
+  /** SIGTERM: no new jobs, the card in hand finished or parked within `shutdown.graceSec`. */
+  private readonly gate: ShutdownGate;
+  private shuttingDown: Promise<void> | undefined;
+  private readonly payloads: PushPayloads;
   private readonly clock: Clock;
   private readonly log: Logger;
   private started = false;
@@ -86,6 +100,7 @@ export class KioskAgent {
       backoff: config.d1.backoff,
       pingIntervalMs: config.d1.pingIntervalMs,
       missedPongs: config.d1.missedPongs,
+      tls: tlsClientOptions(config.d1),
     });
     this.outbox = new OutboxSender({
       store: this.store,
@@ -126,9 +141,16 @@ export class KioskAgent {
       serialBinding: deps.serialBinding,
       ...(deps.hidBackend ? { hidBackend: deps.hidBackend } : {}),
     });
+    this.gate = new ShutdownGate(this.clock);
+    this.payloads = new PushPayloads(
+      config.jwe.privateKeyFile ? loadStationPrivateKey(config.jwe.privateKeyFile) : undefined,
+      config.jwe.required,
+      this.log,
+    );
     this.pipeline = new ProductionPipeline({
       store: this.store,
-      printer: this.printer,
+      // The pipeline's printer refuses new steps once the agent is stopping (health/shutdown.ts).
+      printer: this.gate.guard(this.printer),
       magstripe: this.magstripe.encoder,
       supervisor: this.supervisor,
       holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
@@ -151,10 +173,27 @@ export class KioskAgent {
           simulator: deps.simulator,
         })
       : undefined;
+    if (config.health.enabled) {
+      const metrics = createMetrics(this, {
+        clock: this.clock,
+        station: config.station.id,
+        version: AGENT_VERSION,
+      });
+      this.disposeMetrics = metrics.dispose;
+      this.health = new HealthServer({
+        port: config.health.port,
+        registry: metrics.registry,
+        readiness: () => this.readiness(),
+        logger: this.log,
+        version: AGENT_VERSION,
+      });
+    }
     this.link.on("message", (message) => {
       switch (message.type) {
         case "push":
-          this.link.send(this.onPush(message));
+          this.payloads.handle(message.job, (job, failure) =>
+            this.link.send(this.onPush({ ...message, job }, failure)),
+          );
           return;
         case "ack":
           this.outbox.onAck(message.eventIds);
@@ -201,6 +240,9 @@ export class KioskAgent {
     this.console?.start().catch((err: unknown) => {
       this.log.error({ err }, "local console could not start; running without it");
     });
+    this.health?.start().catch((err: unknown) => {
+      this.log.error({ err }, "health endpoint could not start; running without it");
+    });
   }
 
   /** Resolves once the printer was opened (or the agent stops); tests and the demo wait on it. */
@@ -208,7 +250,83 @@ export class KioskAgent {
     return this.startup;
   }
 
+  /**
+   * Graceful stop (SIGTERM; docs/operations.md#stopping): pushes are refused with SHUTTING_DOWN from
+   * now on; the card in hand finishes its current step and is rejected, or, if presented, may be
+   * taken until `shutdown.graceSec`, then is retracted (CARD_PROD_EXCEPTION, reason SHUTDOWN); READY
+   * jobs stay for the next run. Then the outbox is flushed and acks awaited up to
+   * `shutdown.flushSec`, and everything is closed. Idempotent.
+   */
+  shutdown(signal = "SIGTERM"): Promise<void> {
+    this.shuttingDown ??= (async () => {
+      const { graceSec, flushSec } = this.config.shutdown;
+      this.gate.begin(graceSec * 1000);
+      this.log.info({ signal, graceSec, inHand: this.pipeline.current }, "stopping: no new jobs");
+      const parked = this.pipeline.stop();
+      // A step the printer never answers is bounded by its own timeout; this is the last resort.
+      const hardBound = (graceSec + 5) * 1000 + this.config.printer.timeouts.printMs;
+      let timer: TimerHandle | undefined;
+      const late = await Promise.race([
+        parked.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = this.clock.setTimeout(() => resolve(true), hardBound);
+        }),
+      ]);
+      if (timer) this.clock.clearTimeout(timer);
+      if (late) {
+        this.log.error({ boundMs: hardBound }, "card in hand did not end in time; closing the printer");
+        await this.printer.close().catch(() => undefined);
+        await parked;
+      }
+      await this.payloads.idle();
+      await this.flushOutbox(flushSec * 1000);
+      await this.stop();
+    })();
+    return this.shuttingDown;
+  }
+
+  /** Sends what is unsent and waits until D1 acknowledged everything, up to `ms` (not if the link is down). */
+  private async flushOutbox(ms: number): Promise<void> {
+    this.outbox.flush();
+    if (!this.link.isUp || this.store.outboxDepth() === 0 || ms <= 0) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.clock.clearTimeout(timer);
+        this.link.off("message", onMessage);
+        this.link.off("down", done);
+        resolve();
+      };
+      const onMessage = (m: { type: string }): void => {
+        if (m.type === "ack") queueMicrotask(() => this.store.outboxDepth() === 0 && done());
+      };
+      const timer = this.clock.setTimeout(() => {
+        this.log.warn({ unacked: this.store.outboxDepth() }, "stopping before D1 acknowledged every status");
+        done();
+      }, ms);
+      this.link.on("message", onMessage);
+      this.link.on("down", done);
+    });
+  }
+
+  /** /readyz: ready when the D1 link is up and the printer idle or busy, and not stopping. */
+  readiness(): Readiness {
+    const printer = this.supervisor.status;
+    const reasons: string[] = [];
+    if (this.gate.stopping) reasons.push("SHUTTING_DOWN");
+    if (!this.link.isUp) reasons.push("D1_LINK_DOWN");
+    if (printer.state !== "idle" && printer.state !== "busy")
+      reasons.push(`PRINTER_${printer.state.toUpperCase()}`);
+    return {
+      ready: reasons.length === 0,
+      reasons,
+      d1: this.link.isUp ? "up" : "down",
+      printer: { state: printer.state, ...(printer.reason ? { reason: printer.reason } : {}) },
+    };
+  }
+
   async stop(): Promise<void> {
+    await this.health?.stop();
+    this.disposeMetrics?.();
     await this.console?.stop();
     this.supervisor.stop();
     await this.pipeline.stop();
@@ -221,11 +339,38 @@ export class KioskAgent {
     this.log.info("kiosk agent stopped");
   }
 
-  /** Answers a push only after the job is committed (or refused): D1 may rely on "accepted". */
-  onPush(message: PushMessage): PushResultMessage {
+  /**
+   * Answers a push only after the job is committed (or refused): D1 may rely on "accepted".
+   * `payloadFailure`: the job's encrypted production data could not be used (crypto/jwe.ts).
+   */
+  onPush(message: PushMessage, payloadFailure?: PayloadFailureCode): PushResultMessage {
     const requestId = message.requestId;
-    const verdict = validateJob(message.job, this.config.station.id);
+    const source = pushSource(requestId, this.link, this.config.d1.url);
+    if (this.gate.stopping) {
+      // Not stored: D1 pushes it again to this or another station once this one is back.
+      const raw = (message.job as { operationId?: unknown } | null)?.operationId;
+      const operationId = typeof raw === "string" && raw.length <= 128 ? raw : undefined;
+      this.store.auditRefusal({ operationId, errorCode: "SHUTTING_DOWN", error: "agent stopping", source });
+      this.log.info({ requestId, operationId }, "push refused: agent stopping");
+      return {
+        type: "push-result",
+        requestId,
+        result: "refused",
+        errorCode: "SHUTTING_DOWN",
+        error: "agent stopping",
+        ...(operationId ? { operationId } : {}),
+      };
+    }
+    const verdict = payloadFailure
+      ? payloadFailureVerdict(message.job, this.config.station.id, payloadFailure)
+      : validateJob(message.job, this.config.station.id);
     if (verdict.kind === "refused") {
+      this.store.auditRefusal({
+        operationId: verdict.operationId,
+        errorCode: verdict.errorCode,
+        error: verdict.error,
+        source,
+      });
       this.log.warn({ requestId, errorCode: verdict.errorCode, error: verdict.error }, "push refused");
       return {
         type: "push-result",
@@ -247,6 +392,7 @@ export class KioskAgent {
             jobJson: JSON.stringify(verdict.job),
             maskedPan: panOf(verdict.job),
             collectTimeoutSec: verdict.job.productionData.delivery?.collectTimeoutSec,
+            source,
           })
         : this.store.accept({
             kind: "data-exception",
@@ -254,6 +400,7 @@ export class KioskAgent {
             cardId: header.cardId,
             issuerRequestId: header.issuerRequestId,
             details: { reason: verdict.reason, errorCode: verdict.errorCode, error: verdict.error },
+            source,
           });
     this.log.info(
       { requestId, operationId: header.operationId, state: accepted.state, duplicate: accepted.duplicate },

@@ -9,6 +9,9 @@ need_apt=()
 ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
 # @pokusew/pcsclite (chip step through PC/SC) compiles against the pcsclite headers.
 [ -f /usr/include/PCSC/winscard.h ] || need_apt+=(libpcsclite-dev)
+# The console browser test drives Debian's chromium through playwright-core, which never downloads a
+# browser (scripts/browser/ensure-chromium.sh does the same when only `npm run test:browser` runs).
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]}"

@@ -138,6 +138,11 @@ export interface DemoOptions {
   consolePort?: number;
   /** Keep running after the jobs end, until SIGINT / SIGTERM. */
   hold?: boolean;
+  /**
+   * Called once every accepted job has ended, before anything is stopped: tests read the live
+   * files (the SQLite WAL included) here.
+   */
+  onJobsEnded?: (ctx: { dataDir: string; agent: KioskAgent; emulator: D1Emulator }) => void | Promise<void>;
 }
 
 export async function runDemo(o: DemoOptions): Promise<number> {
@@ -251,6 +256,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       if (o.hold) await holdOn(tools);
       return 1;
     }
+    await o.onJobsEnded?.({ dataDir, agent, emulator });
     printSummary(emulator, [...new Set(accepted)], refused);
     const previewFiles = await tools.finish();
     if (o.previews) console.log(`\npreviews: ${previewFiles.length} file(s) in ${o.previews}`);

@@ -1,6 +1,8 @@
 import { configCheckCommand } from "./config-check.js";
+import { d1EmulatorCommand } from "./d1-emulator.js";
 import { demoCommand } from "./demo.js";
 import { runCommand } from "./run.js";
+import { simulatorCommand } from "./simulator.js";
 import { statusCommand } from "./status.js";
 
 /**
@@ -15,17 +17,25 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     summary: "ask a running agent: D1 link, devices, queue, last errors",
     run: (argv) => statusCommand(argv),
   },
+  simulator: {
+    summary: "the virtual printer on a pseudo-terminal, for an agent run separately; faults",
+    run: (argv) => simulatorCommand(argv),
+  },
+  "d1-emulator": {
+    summary: "a D1 for an agent run separately: push a job file, list what it reported",
+    run: (argv) => d1EmulatorCommand(argv),
+  },
 };
 
 export const USAGE = `Usage: kiosk-agent <command> [options]
 
 Commands:
 ${Object.entries(COMMANDS)
-  .map(([name, c]) => `  ${name.padEnd(8)} ${c.summary}`)
+  .map(([name, c]) => `  ${name.padEnd(12)} ${c.summary}`)
   .join("\n")}
 
 Run 'kiosk-agent <command> --help' for a command's options.
-Exit codes: 0 ok, 1 failed, 2 usage error.`;
+Exit codes: 0 ok, 1 failed, 2 usage error; status also 3 (needs attention). See docs/cli.md.`;
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;

@@ -80,6 +80,8 @@ export class ConsoleServer {
   }
 
   async stop(): Promise<void> {
+    // A listen still under way would otherwise finish after the stop and keep the port open.
+    await this.starting?.catch(() => undefined);
     const server = this.server;
     this.server = undefined;
     if (this.keepalive) this.clock.clearTimeout(this.keepalive);
@@ -180,6 +182,12 @@ export class ConsoleServer {
     const path = url.pathname;
     const method = req.method ?? "GET";
     setCommonHeaders(res);
+    if (path === "/favicon.ico") {
+      // Browsers ask for it on their own; an empty answer keeps their console free of 404s.
+      res.writeHead(204);
+      res.end();
+      return;
+    }
 
     const auth = this.authorize(req, url);
     if (!auth) {

@@ -98,7 +98,13 @@ export function simulatorControls(
     },
     injected: () => [...injected],
     printerState: () => ({ ...printer.state }),
-    latestPreview: () => toConsole(previews?.latest()),
+    // The newest card with a picture: a card jammed at the feeder printed nothing worth showing.
+    latestPreview: () =>
+      toConsole(
+        [...(previews?.all() ?? [])]
+          .reverse()
+          .find((p) => p.withheld !== undefined || Object.keys(p.masked).length > 0),
+      ),
     preview: (serial) => toConsole(previews?.bySerial(serial)),
     onChange(listener) {
       listeners.add(listener);

@@ -92,7 +92,8 @@ export class SnapshotSource {
   }
 
   snapshot(): ConsoleSnapshot {
-    const { agent, clock } = this;
+    const agent = this.agent;
+    const clock = this.clock;
     const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
     Object.assign(counts, agent.store.countsByState());
     const outbox = agent.store.outboxDepth();
@@ -148,7 +149,7 @@ export class SnapshotSource {
 
   /** The supervisor's state and reason (CUPS-like), with the pipeline's step while a card is in hand. */
   private printerStatus(): DeviceStatus {
-    const { agent } = this;
+    const agent = this.agent;
     const s = agent.supervisor.status;
     const current = agent.pipeline.current;
     return {

@@ -3,7 +3,14 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { ConsoleSnapshot } from "../../agent/console/types.js";
 import { job, STATION } from "../support/e2e.js";
 import { findSecrets, secretsOf } from "../support/log-capture.js";
-import { CONSOLE_TOKEN, type ConsoleRig, http, jsonStrings, StatusStream, startConsoleRig } from "./support.js";
+import {
+  CONSOLE_TOKEN,
+  type ConsoleRig,
+  http,
+  jsonStrings,
+  StatusStream,
+  startConsoleRig,
+} from "./support.js";
 
 const BEARER = { Authorization: `Bearer ${CONSOLE_TOKEN}` };
 const JSON_POST = { ...BEARER, "Content-Type": "application/json" };
@@ -44,9 +51,9 @@ describe("local console API", () => {
   it("answers 401 to every route without the token, or with a wrong one", async () => {
     for (const path of ["/", "/api/status", "/api/events", "/api/preview/1/front.png", "/nowhere"]) {
       expect((await http(`${c.url}${path}`)).status, path).toBe(401);
-      expect((await http(`${c.url}${path}`, { headers: { Authorization: "Bearer wrong-token" } })).status).toBe(
-        401,
-      );
+      expect(
+        (await http(`${c.url}${path}`, { headers: { Authorization: "Bearer wrong-token" } })).status,
+      ).toBe(401);
       expect((await http(`${c.url}${path}?token=wrong`)).status).toBe(401);
     }
     const api = await http(`${c.url}/api/status`);
@@ -79,7 +86,9 @@ describe("local console API", () => {
     expect(page.body).toContain("kiosk-agent console");
     expect(page.headers["content-security-policy"]).toMatch(/script-src 'sha256-/);
     expect((await get("/api/status", { Cookie: cookie })).status).toBe(200);
-    expect((await http(`${c.url}/api/status`, { headers: { Cookie: "kiosk_console=forged" } })).status).toBe(401);
+    expect((await http(`${c.url}/api/status`, { headers: { Cookie: "kiosk_console=forged" } })).status).toBe(
+      401,
+    );
   });
 
   it("reports station, D1 link, the printer, the queue and recent jobs with masked PANs", async () => {
