@@ -1,3 +1,6 @@
+import { DeviceError } from "../device-fault.js";
+import { isEncodableTrack, type TrackNumber } from "./iso7813.js";
+
 /**
  * What the production pipeline needs from a magnetic stripe encoder, whichever device does it: the
  * printer's built-in encoder (`PrinterDriver.encodeMagstripe`) or a separate MSR206-family unit
@@ -33,4 +36,26 @@ export interface PrinterWithEncoder {
 /** The printer's built-in encoder as a `MagstripeEncoder`. */
 export function printerMagstripeEncoder(printer: PrinterWithEncoder): MagstripeEncoder {
   return { encode: (tracks, coercivity) => printer.encodeMagstripe(tracks, coercivity) };
+}
+
+/**
+ * The tracks an encode call asks for, in track order, each checked as ISO-mode data before any byte
+ * goes to a device: data an encoder cannot take fails with `COMMAND_REJECTED` naming the track,
+ * never its content. Asking to encode nothing is a caller bug (`RangeError`).
+ */
+export function tracksToWrite(
+  tracks: MagstripeTracks,
+  who: { device: string; command: string },
+): Array<{ n: TrackNumber; data: string }> {
+  const out: Array<{ n: TrackNumber; data: string }> = [];
+  for (const n of [1, 2, 3] as const) {
+    const data = tracks[`track${n}`];
+    if (data === undefined) continue;
+    if (!isEncodableTrack(n, data)) {
+      throw new DeviceError("COMMAND_REJECTED", `track ${n} data is not ISO 7813 encodable`, who);
+    }
+    out.push({ n, data });
+  }
+  if (out.length === 0) throw new RangeError("an encode needs at least one track");
+  return out;
 }

@@ -211,3 +211,14 @@ export function checkTrack3(data: string): TrackResult<string> {
   const problem = checkData(3, data);
   return problem ? { ok: false, error: problem } : { ok: true, value: data };
 }
+
+/**
+ * Track data as an encoder takes it in ISO mode: no sentinels, no LRC (the encoder adds them),
+ * ISO 7813 characters, within the per-track limits (76 / 37 / 104). Checked before anything goes on
+ * the wire so bad data never reaches a device.
+ */
+export function isEncodableTrack(n: TrackNumber, data: string): boolean {
+  if (data.length === 0 || data.length > TRACK_SPECS[n].maxData) return false;
+  for (const ch of data) if (!isTrackDataChar(n, ch)) return false;
+  return true;
+}

@@ -1,6 +1,6 @@
 import type { DeviceFault } from "../device-fault.js";
 import type { Coercivity, MagstripeTracks } from "./encoder.js";
-import { isTrackDataChar, TRACK_SPECS, type TrackNumber } from "./iso7813.js";
+import { isEncodableTrack, isTrackDataChar, TRACK_SPECS, type TrackNumber } from "./iso7813.js";
 
 /**
  * MSR206 / MSR605 command set (shared/devices.md §2, docs/devices.md "Magnetic stripe encoder"), pure
@@ -118,16 +118,6 @@ export function encodeSetCoercivity(coercivity: Coercivity): Buffer {
   return encodeCommand(coercivity === "HICO" ? "hico" : "loco");
 }
 
-/**
- * ISO-mode data as the MSR206 takes it: no sentinels, no LRC (the device adds them), ISO 7813
- * characters, within the per-track limits (76 / 37 / 104).
- */
-export function isEncodableIsoTrack(n: TrackNumber, data: string): boolean {
-  if (data.length === 0 || data.length > TRACK_SPECS[n].maxData) return false;
-  for (const ch of data) if (!isTrackDataChar(n, ch)) return false;
-  return true;
-}
-
 function isPrintable(byte: number): boolean {
   return byte >= 0x20 && byte <= 0x7e;
 }
@@ -160,7 +150,7 @@ export function encodeWriteIso(tracks: MagstripeTracks): Buffer {
   for (const n of [1, 2, 3] as const) {
     const data = tracks[`track${n}`];
     if (data === undefined) continue;
-    if (!isEncodableIsoTrack(n, data)) throw new RangeError(`track ${n} data is not ISO 7813 encodable`);
+    if (!isEncodableTrack(n, data)) throw new RangeError(`track ${n} data is not ISO 7813 encodable`);
     any = true;
   }
   if (!any) throw new RangeError("an ISO write needs at least one track");

@@ -3,7 +3,7 @@ import { type Clock, delay } from "../../agent/util/clock.js";
 import { Mutex } from "../../agent/util/mutex.js";
 import { DeviceError, type DeviceFault } from "../device-fault.js";
 import type { Transport } from "../transport/transport.js";
-import type { Coercivity, MagstripeEncoder, MagstripeTracks } from "./encoder.js";
+import { type Coercivity, type MagstripeEncoder, type MagstripeTracks, tracksToWrite } from "./encoder.js";
 import type { TrackNumber } from "./iso7813.js";
 import {
   encodeCommand,
@@ -11,7 +11,6 @@ import {
   encodeSetCoercivity,
   encodeWriteIso,
   faultOfStatus,
-  isEncodableIsoTrack,
   type Msr206Operation,
   type Msr206Reply,
   Msr206ReplyParser,
@@ -206,19 +205,7 @@ export class Msr206Encoder implements MagstripeEncoder {
    * - no answer in time → `DEVICE_TIMEOUT`; link lost → `DEVICE_DISCONNECTED`
    */
   async encode(tracks: MagstripeTracks, coercivity: Coercivity): Promise<void> {
-    const written: Array<{ n: TrackNumber; data: string }> = [];
-    for (const n of [1, 2, 3] as const) {
-      const data = tracks[`track${n}`];
-      if (data === undefined) continue;
-      if (!isEncodableIsoTrack(n, data)) {
-        throw new DeviceError("COMMAND_REJECTED", `track ${n} data is not ISO 7813 encodable`, {
-          device: this.device,
-          command: "write",
-        });
-      }
-      written.push({ n, data });
-    }
-    if (written.length === 0) throw new RangeError("encode needs at least one track");
+    const written = tracksToWrite(tracks, { device: this.device, command: "write" });
     const writeFrame = encodeWriteIso(tracks);
     const { magMs } = this.timeouts;
     await this.operation(async () => {

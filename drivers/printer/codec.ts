@@ -160,16 +160,6 @@ export function parseBezelSensor(text: string): boolean | undefined {
   return undefined;
 }
 
-/**
- * Track data as the encoder takes it in ISO mode: no sentinels, no LRC (the encoder adds them),
- * ISO 7813 characters and lengths. Checked before `Dm` so bad data never reaches the wire.
- */
-export function isEncodableTrack(track: TrackNumber, data: string): boolean {
-  if (data.length === 0 || data.length > TRACK_SPECS[track].maxData) return false;
-  for (const ch of data) if (!isTrackDataChar(track, ch)) return false;
-  return true;
-}
-
 export interface ReplySplitterOptions {
   /** A line longer than this is noise, not a reply. Default 256 (the longest reply is a track 3 read). */
   maxLineLength?: number;

@@ -2,6 +2,7 @@ import type { Logger } from "../../agent/log/logger.js";
 import { type Clock, delay } from "../../agent/util/clock.js";
 import { Mutex } from "../../agent/util/mutex.js";
 import { DeviceError } from "../device-fault.js";
+import { tracksToWrite } from "../magstripe/encoder.js";
 import { isTrackCharCode, TRACK_SPECS, type TrackNumber } from "../magstripe/iso7813.js";
 import type { Transport } from "../transport/transport.js";
 import {
@@ -9,7 +10,6 @@ import {
   encodeCommand,
   encodeCompressedBitmap,
   FEEDER_PRESENT_VOLTS,
-  isEncodableTrack,
   type PrinterReply,
   parseBezelSensor,
   parseCardPosition,
@@ -196,19 +196,7 @@ export class PrinterDriver {
    * take fails with `COMMAND_REJECTED` before anything is sent.
    */
   async encodeMagstripe(tracks: MagstripeTracks, coercivity: Coercivity): Promise<void> {
-    const toWrite: Array<{ n: TrackNumber; data: string }> = [];
-    for (const n of [1, 2, 3] as const) {
-      const data = tracks[`track${n}`];
-      if (data === undefined) continue;
-      if (!isEncodableTrack(n, data)) {
-        throw new DeviceError("COMMAND_REJECTED", `track ${n} data is not ISO 7813 encodable`, {
-          device: this.device,
-          command: "Dm",
-        });
-      }
-      toWrite.push({ n, data });
-    }
-    if (toWrite.length === 0) throw new RangeError("encodeMagstripe needs at least one track");
+    const toWrite = tracksToWrite(tracks, { device: this.device, command: "Dm" });
     const { magMs } = this.timeouts;
     await this.mutex.run(async () => {
       await this.expectOk("Pmc", [coercivity === "HICO" ? "h" : "l"]);

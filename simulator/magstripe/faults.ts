@@ -1,3 +1,11 @@
+import {
+  type ArmedFaultOf,
+  armFaultFrom,
+  type FaultArming,
+  type FaultRuleOf,
+  fireArmedFaults,
+} from "../common/fault-arming.js";
+
 /**
  * What each injectable MSR206 fault does, on one screen. Same model as the printer's
  * (`simulator/printer/faults.ts`): a fault is armed for a number of firings (or persistently) and
@@ -22,10 +30,7 @@ export type Msr206FaultEffect =
   /** The device vanishes instead of answering; back after `replugAfterMs`. */
   | { kind: "unplug" };
 
-export interface Msr206FaultRule {
-  hits: readonly Msr206Step[];
-  effect: Msr206FaultEffect;
-}
+export type Msr206FaultRule = FaultRuleOf<Msr206FaultEffect>;
 
 export const MSR206_FAULT_RULES: Readonly<Record<Msr206FaultName, Msr206FaultRule>> = {
   "mag-write": { hits: ["writeIso"], effect: { kind: "write-error" } },
@@ -35,44 +40,18 @@ export const MSR206_FAULT_RULES: Readonly<Record<Msr206FaultName, Msr206FaultRul
   unplug: { hits: ["writeIso"], effect: { kind: "unplug" } },
 };
 
-export interface Msr206FaultOptions {
-  /** Fires on the next N matching steps. Default 1 unless `persistent`. */
-  count?: number;
-  /** Fires every time until `clearFaults()`. */
-  persistent?: boolean;
-  /** Overrides the step the fault hits, e.g. `readIso` for `timeout`, `*` for any command. */
-  at?: Msr206Step;
+export interface Msr206FaultOptions extends FaultArming {
   /** `unplug`: the device comes back after this long (simulator clock). Default 1000 ms. */
   replugAfterMs?: number;
 }
 
-export interface ArmedMsr206Fault {
-  name: Msr206FaultName;
-  effect: Msr206FaultEffect;
-  steps: readonly Msr206Step[];
-  remaining: number;
-  options: Msr206FaultOptions;
-}
+export type ArmedMsr206Fault = ArmedFaultOf<Msr206FaultName, Msr206FaultEffect, Msr206FaultOptions>;
 
 export function armMsr206Fault(name: Msr206FaultName, options: Msr206FaultOptions = {}): ArmedMsr206Fault {
-  const rule = MSR206_FAULT_RULES[name];
-  return {
-    name,
-    effect: rule.effect,
-    steps: options.at === undefined ? rule.hits : [options.at],
-    remaining: options.persistent ? Number.POSITIVE_INFINITY : (options.count ?? 1),
-    options,
-  };
+  return armFaultFrom(name, MSR206_FAULT_RULES[name], options);
 }
 
 /** The faults that fire at `step`, each consuming one firing. */
 export function fireMsr206Faults(armed: ArmedMsr206Fault[], step: Msr206Step): ArmedMsr206Fault[] {
-  const fired: ArmedMsr206Fault[] = [];
-  for (const fault of armed) {
-    if (fault.remaining <= 0) continue;
-    if (!fault.steps.includes(step) && !fault.steps.includes("*")) continue;
-    fault.remaining--;
-    fired.push(fault);
-  }
-  return fired;
+  return fireArmedFaults(armed, step);
 }

@@ -14,6 +14,7 @@ import {
 } from "../../drivers/magstripe/hid-framing.js";
 import {
   formatTrack,
+  isEncodableTrack,
   parseFormattedTrack,
   TRACK_SPECS,
   type TrackNumber,
@@ -28,10 +29,10 @@ import {
   encodeStatusReply,
   encodeTestReply,
   type FrameParserStats,
-  isEncodableIsoTrack,
 } from "../../drivers/magstripe/msr206-codec.js";
 import { type Msr206Command, Msr206CommandParser } from "../../drivers/magstripe/msr206-command-parser.js";
 import type { HidBackend, HidDeviceHandle, HidDeviceInfo } from "../../drivers/transport/hid-transport.js";
+import { mulberry32 } from "../common/random.js";
 import type { VirtualSerialDevice, VirtualSerialLink } from "../serial/virtual-binding.js";
 import {
   type ArmedMsr206Fault,
@@ -338,7 +339,7 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     for (const n of [1, 2, 3] as const) {
       const data = tracks[`track${n}`];
       if (data === "") continue;
-      if (!isEncodableIsoTrack(n, data)) return encodeStatusReply("COMMAND_FORMAT_ERROR");
+      if (!isEncodableTrack(n, data)) return encodeStatusReply("COMMAND_FORMAT_ERROR");
       toWrite.push({ n, data: flags.corruptWrite ? corrupt(data) : data });
     }
     if (toWrite.length === 0) return encodeStatusReply("COMMAND_FORMAT_ERROR");
@@ -477,16 +478,4 @@ function corrupt(data: string): string {
 
 function sha256(text: string): string {
   return createHash("sha256").update(text, "latin1").digest("hex");
-}
-
-/** Small seeded PRNG: the simulator must replay the same noise for the same seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

@@ -1,3 +1,11 @@
+import {
+  type ArmedFaultOf,
+  armFaultFrom,
+  type FaultArming,
+  type FaultRuleOf,
+  fireArmedFaults,
+} from "../common/fault-arming.js";
+
 /**
  * What each injectable printer fault does, on one screen. A fault is armed for a number of firings
  * (or persistently) and fires when the printer reaches the step it hits. Every default step occurs
@@ -43,11 +51,7 @@ export type FaultEffect =
   /** The reply comes `factor` times later than configured. */
   | { kind: "slow" };
 
-export interface FaultRule {
-  /** Steps it hits by default; `at` in the fault options overrides it. */
-  hits: readonly PrinterStep[];
-  effect: FaultEffect;
-}
+export type FaultRule = FaultRuleOf<FaultEffect>;
 
 export const FAULT_RULES: Readonly<Record<PrinterFaultName, FaultRule>> = {
   "feeder-empty": { hits: ["Si"], effect: { kind: "refuse", reply: "FEEDER EMPTY" } },
@@ -63,13 +67,7 @@ export const FAULT_RULES: Readonly<Record<PrinterFaultName, FaultRule>> = {
   slow: { hits: ["*"], effect: { kind: "slow" } },
 };
 
-export interface FaultOptions {
-  /** Fires on the next N matching steps. Default 1 unless `persistent`. */
-  count?: number;
-  /** Fires every time until `clearFaults()`. */
-  persistent?: boolean;
-  /** Overrides the step the fault hits, e.g. `Smw` or `print` for `unplug`, `*` for any command. */
-  at?: PrinterStep;
+export interface FaultOptions extends FaultArming {
   /** `unplug`: the device comes back after this long. Default 1000 ms. */
   replugAfterMs?: number;
   /** `slow`: latency multiplier. Default 10. A zero latency stays zero: configure one to see it. */
@@ -78,35 +76,13 @@ export interface FaultOptions {
   thenReply?: boolean;
 }
 
-export interface ArmedFault {
-  name: PrinterFaultName;
-  rule: FaultRule;
-  steps: readonly PrinterStep[];
-  remaining: number;
-  persistent: boolean;
-  options: FaultOptions;
-}
+export type ArmedFault = ArmedFaultOf<PrinterFaultName, FaultEffect, FaultOptions>;
 
 export function armFault(name: PrinterFaultName, options: FaultOptions = {}): ArmedFault {
-  const rule = FAULT_RULES[name];
-  return {
-    name,
-    rule,
-    steps: options.at === undefined ? rule.hits : [options.at],
-    remaining: options.persistent ? Number.POSITIVE_INFINITY : (options.count ?? 1),
-    persistent: options.persistent ?? false,
-    options,
-  };
+  return armFaultFrom(name, FAULT_RULES[name], options);
 }
 
 /** The faults that fire at `step`, each consuming one firing. */
 export function fireFaults(armed: ArmedFault[], step: PrinterStep): ArmedFault[] {
-  const fired: ArmedFault[] = [];
-  for (const fault of armed) {
-    if (fault.remaining <= 0) continue;
-    if (!fault.steps.includes(step) && !fault.steps.includes("*")) continue;
-    fault.remaining--;
-    fired.push(fault);
-  }
-  return fired;
+  return fireArmedFaults(armed, step);
 }

@@ -2,17 +2,18 @@ import { createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { maskPan } from "../../agent/log/mask.js";
 import { type Clock, systemClock } from "../../agent/util/clock.js";
+import { isEncodableTrack } from "../../drivers/magstripe/iso7813.js";
 import {
   BITMAP_MODE,
   BITMAP_PANEL,
   type CardPosition,
   CR,
   formatFeederVoltage,
-  isEncodableTrack,
 } from "../../drivers/printer/codec.js";
 import { CommandParser, type ParsedCommand } from "../../drivers/printer/command-parser.js";
 import { decompressPanel } from "../../drivers/printer/raster/compress.js";
 import { PANEL_BYTES } from "../../drivers/printer/raster/geometry.js";
+import { mulberry32 } from "../common/random.js";
 import type { VirtualSerialDevice, VirtualSerialLink } from "../serial/virtual-binding.js";
 import {
   type ArmedFault,
@@ -256,7 +257,7 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     this.commandLog.push(command.name);
     const step = command.name === "Se" && this.sequence ? "print" : command.name;
     const fired = fireFaults(this.faults, step);
-    const firedOf = (kind: FaultEffect["kind"]) => fired.find((f) => f.rule.effect.kind === kind);
+    const firedOf = (kind: FaultEffect["kind"]) => fired.find((f) => f.effect.kind === kind);
 
     const unplug = firedOf("unplug");
     if (unplug) {
@@ -282,8 +283,7 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
   }
 
   private refusal(fired: ArmedFault[], step: string): Outcome | undefined {
-    for (const { rule } of fired) {
-      const effect = rule.effect;
+    for (const { effect } of fired) {
       if (effect.kind === "jam") return this.jam(effect.reply);
       if (effect.kind === "refuse") {
         // Any error inside a print sequence aborts it (docs/devices.md).
@@ -584,16 +584,4 @@ function inkDots(panel: Buffer): number {
   let dots = 0;
   for (const byte of panel) dots += POPCOUNT[byte]!;
   return dots;
-}
-
-/** Small seeded PRNG: the simulator must replay the same noise for the same seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

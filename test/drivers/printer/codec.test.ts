@@ -1,12 +1,12 @@
 import { describe, expect, it } from "vitest";
 import type { DeviceFault } from "../../../drivers/device-fault.js";
+import { isEncodableTrack } from "../../../drivers/magstripe/iso7813.js";
 import {
   ERROR_REPLIES,
   encodeCommand,
   encodeCompressedBitmap,
   encodeRawBitmap,
   formatFeederVoltage,
-  isEncodableTrack,
   parseBezelSensor,
   parseCardPosition,
   parseCoverState,
