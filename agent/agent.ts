@@ -151,7 +151,7 @@ export class KioskAgent {
       store: this.store,
       // The pipeline's printer refuses new steps once the agent is stopping (health/shutdown.ts).
       printer: this.gate.guard(this.printer),
-      magstripe: this.magstripe.encoder,
+      magstripe: this.gate.guardEncoder(this.magstripe.encoder),
       supervisor: this.supervisor,
       holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
       chip: deps.chip,

@@ -11,6 +11,7 @@ import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js"
 import { KioskAgent } from "../agent.js";
 import { parseConfig } from "../config/load.js";
 import { demoTools } from "../console/demo-tools.js";
+import { generateStationKeyPair, loadPublicKey } from "../crypto/jwe.js";
 import type { Operation } from "../d1/operation.js";
 import { makeSampleJob } from "../jobs/sample-jobs.js";
 import { createLogger } from "../log/logger.js";
@@ -43,7 +44,9 @@ Options:
   --previews-unmasked write the previews exactly as printed, sensitive lines included
   --console-port N    the local web console's port on 127.0.0.1 (default 0: any free port);
                       the demo prints its URL and token
-  --hold              keep running after the jobs end (console, emulator, printer) until Ctrl-C`;
+  --hold              keep running after the jobs end (console, emulator, printer) until Ctrl-C
+  --encrypt           D1 sends production data encrypted to a station key made in DATA_DIR/keys
+                      (JWE; the agent then requires it; docs/security.md)`;
 
 const OPTIONS = {
   jobs: { type: "string" },
@@ -61,6 +64,7 @@ const OPTIONS = {
   "previews-unmasked": { type: "boolean" },
   "console-port": { type: "string" },
   hold: { type: "boolean" },
+  encrypt: { type: "boolean" },
 } as const;
 
 export async function demoCommand(argv: string[]): Promise<number> {
@@ -105,6 +109,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       previewsUnmasked: values["previews-unmasked"] === true,
       consolePort: int("console-port", 0),
       hold: values.hold === true,
+      encrypt: values.encrypt === true,
     });
   } catch (err) {
     if (err instanceof UsageError) {
@@ -138,6 +143,8 @@ export interface DemoOptions {
   consolePort?: number;
   /** Keep running after the jobs end, until SIGINT / SIGTERM. */
   hold?: boolean;
+  /** D1 encrypts production data to a station key pair made in DATA_DIR/keys (JWE). */
+  encrypt?: boolean;
   /**
    * Called once every accepted job has ended, before anything is stopped: tests read the live
    * files (the SQLite WAL included) here.
@@ -159,7 +166,13 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     destination: pino.destination({ dest: logFile, sync: true }),
   });
   const token = randomBytes(16).toString("hex");
-  const emulator = new D1Emulator({ token, recordFile, logger });
+  const keys = o.encrypt ? await generateStationKeyPair(join(dataDir, "keys"), { force: true }) : undefined;
+  const emulator = new D1Emulator({
+    token,
+    recordFile,
+    logger,
+    ...(keys ? { stationPublicKey: loadPublicKey(keys.publicKeyFile) } : {}),
+  });
   const { url } = await emulator.start();
 
   const binding = new VirtualSerialBinding();
@@ -212,6 +225,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     production: { defaultCollectTimeoutSec: 5, holdWhileStoppedSec: 5 },
     log: { level: o.logLevel },
     console: tools.consoleConfig(o.consolePort ?? 0),
+    ...(keys ? { jwe: { privateKeyFile: keys.privateKeyFile, required: true } } : {}),
   });
   const agent = new KioskAgent(config, {
     logger,

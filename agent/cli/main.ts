@@ -1,6 +1,8 @@
+import { auditCommand } from "./audit.js";
 import { configCheckCommand } from "./config-check.js";
 import { d1EmulatorCommand } from "./d1-emulator.js";
 import { demoCommand } from "./demo.js";
+import { keysCommand } from "./keys.js";
 import { runCommand } from "./run.js";
 import { simulatorCommand } from "./simulator.js";
 import { statusCommand } from "./status.js";
@@ -13,6 +15,14 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
   run: { summary: "run the agent as a service (kiosk-agent run --config FILE)", run: runCommand },
   demo: { summary: "agent + simulated printer + D1 emulator, pushes sample jobs", run: demoCommand },
   config: { summary: "config check FILE: validate a configuration file", run: configCheckCommand },
+  keys: {
+    summary: "keys generate --out DIR: the station key pair for encrypted jobs (JWE)",
+    run: keysCommand,
+  },
+  audit: {
+    summary: "audit export --data-dir DIR [--format csv|json] [--since ISO]: the audit trail",
+    run: (argv) => auditCommand(argv),
+  },
   status: {
     summary: "ask a running agent: D1 link, devices, queue, last errors",
     run: (argv) => statusCommand(argv),

@@ -7,7 +7,9 @@ import { parseCommandArgs, UsageError } from "./args.js";
 
 const HELP = `Usage: kiosk-agent run --config FILE
 
-Runs the agent as a service against real devices. Stops cleanly on SIGTERM / SIGINT.
+Runs the agent as a service against real devices. Stops cleanly on SIGTERM / SIGINT: no new jobs,
+the card in hand finished or parked within shutdown.graceSec, statuses flushed, exit 0
+(docs/operations.md).
 Environment overrides: KIOSK_AGENT__SECTION__KEY=value (e.g. KIOSK_AGENT__D1__TOKEN).`;
 
 export async function runCommand(argv: string[]): Promise<number> {
@@ -39,16 +41,25 @@ export async function runCommand(argv: string[]): Promise<number> {
     level: config.log.level,
     ...(config.log.file ? { destination: pino.destination({ dest: config.log.file, append: true }) } : {}),
   });
-  const agent = new KioskAgent(config, { logger, serialBinding: autoDetect() });
+  let agent: KioskAgent;
+  try {
+    agent = new KioskAgent(config, { logger, serialBinding: autoDetect() });
+  } catch (err) {
+    // A TLS or key file that cannot be used: the message names the config key and the file.
+    console.error(`kiosk-agent: cannot start: ${(err as Error).message}`);
+    logger.flush();
+    return 1;
+  }
   agent.start();
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
-      logger.info({ signal }, "stopping");
-      resolve();
+  const signal = await new Promise<string>((resolve) => {
+    const onSignal = (name: string) => {
+      process.on(name, () => logger.warn({ signal: name }, "already stopping"));
+      resolve(name);
     };
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
-    process.once("SIGINT", () => shutdown("SIGINT"));
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    process.once("SIGINT", () => onSignal("SIGINT"));
   });
-  await agent.stop();
+  await agent.shutdown(signal);
+  logger.flush();
   return 0;
 }

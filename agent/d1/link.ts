@@ -43,6 +43,8 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
   private reconnectTimer: TimerHandle | undefined;
   private pingTimer: TimerHandle | undefined;
   private missed = 0;
+  /** Why the last attempt failed (TLS verification, refused, …): code and message, no secrets. */
+  private lastError: { code?: string; message: string } | undefined;
   private readonly backoff: Backoff;
   private readonly log: Logger;
   readonly sessionId = randomUUID();
@@ -73,13 +75,17 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     if (!socket) return;
     await new Promise<void>((resolve) => {
       if (socket.readyState === WebSocket.CLOSED) return resolve();
-      socket.once("close", () => resolve());
-      socket.close(1001, "agent stopping");
       // A peer that never answers the close handshake must not hold shutdown.
-      this.options.clock.setTimeout(() => {
+      const timer = this.options.clock.setTimeout(() => {
         socket.terminate();
         resolve();
       }, 2000);
+      socket.once("close", () => {
+        // Cleared, or the process would linger for the rest of the 2 s after a clean close.
+        this.options.clock.clearTimeout(timer);
+        resolve();
+      });
+      socket.close(1001, "agent stopping");
     });
     this.markDown("stopped");
   }
@@ -117,11 +123,14 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
       this.missed = 0;
     });
     socket.on("unexpected-response", (_req, res) => {
+      this.lastError = { code: `HTTP_${res.statusCode}`, message: "D1 refused the upgrade" };
       this.log.warn({ httpStatus: res.statusCode }, "D1 refused the connection");
       socket.terminate();
     });
     socket.on("error", (err) => {
       // Followed by 'close'; reconnect is scheduled there. The message names the cause, not secrets.
+      const code = (err as NodeJS.ErrnoException).code;
+      this.lastError = { ...(code ? { code } : {}), message: err.message };
       this.log.debug(
         { err: { message: err.message, code: (err as NodeJS.ErrnoException).code } },
         "D1 socket error",
@@ -216,8 +225,11 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     if (this.stopped || this.reconnectTimer) return;
     const { attempt, delayMs, ceilingMs } = this.backoff.next();
     // One line per backoff step, so an unreachable D1 does not flood the log.
+    // The cause matters most for TLS: an untrusted certificate retries for ever, visibly.
+    const cause = this.lastError;
+    this.lastError = undefined;
     this.log.warn(
-      { attempt, delayMs, ceilingMs, url: redactUrl(this.options.url) },
+      { attempt, delayMs, ceilingMs, url: redactUrl(this.options.url), ...(cause ? { cause } : {}) },
       "D1 unreachable, retrying",
     );
     this.reconnectTimer = this.options.clock.setTimeout(() => {

@@ -38,7 +38,15 @@ export interface StopDetails {
   error?: string;
 }
 
-export type AcceptInput =
+/** Who delivered a push, for the audit trail (agent/audit/). */
+export interface PushSource {
+  /** D1's requestId of the push. */
+  requestId?: string;
+  /** The D1 endpoint and link session that delivered it. */
+  pushedBy?: string;
+}
+
+export type AcceptInput = (
   | {
       kind: "valid";
       operationId: string;
@@ -55,7 +63,8 @@ export type AcceptInput =
       cardId: string;
       issuerRequestId?: string;
       details: Required<StopDetails>;
-    };
+    }
+) & { source?: PushSource };
 
 export interface AcceptResult {
   duplicate: boolean;
@@ -112,7 +121,11 @@ export class JobStore {
     this.db.pragma("synchronous = FULL");
     this.db.pragma("foreign_keys = ON");
     this.db.pragma("busy_timeout = 5000");
+    // Purged production data (and deleted rows) is overwritten, not just unlinked from the b-tree:
+    // the data key sits next to this file, so a freed page must not keep a sealed payload.
+    this.db.pragma("secure_delete = ON");
     migrate(this.db);
+    this.scrubWal();
     this.statements = {
       getJob: this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE operation_id = ?`),
       insertJob: this.db.prepare(
@@ -153,6 +166,12 @@ export class JobStore {
       countByState: this.db.prepare("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"),
       unackedCount: this.db.prepare("SELECT COUNT(*) AS n FROM events WHERE acked_at IS NULL"),
       eventsOf: this.db.prepare("SELECT d1_status FROM events WHERE operation_id = ? ORDER BY seq"),
+      insertAudit: this.db.prepare(
+        `INSERT INTO audit_log (at, event, operation_id, card_id, issuer_request_id, from_state, to_state,
+           d1_status, reason, error_code, error, masked_pan, request_id, pushed_by)
+         VALUES (@at, @event, @operationId, @cardId, @issuerRequestId, @fromState, @toState, @d1Status,
+           @reason, @errorCode, @error, @maskedPan, @requestId, @pushedBy)`,
+      ),
       changedSince: this.db.prepare(
         `SELECT ${JOB_COLUMNS} FROM jobs WHERE updated_at >= ? ORDER BY updated_at, queue_seq LIMIT ?`,
       ),
@@ -189,8 +208,26 @@ export class JobStore {
         endedAt: to === "DATA_EXCEPTION" ? now : null,
       });
       const event = this.writeEvent(input.operationId, transitionEvent("NEW", to)!);
+      this.writeAudit("ACCEPTED", input.operationId, null, event.d1Status, input.source);
       return { duplicate: false, state: to, event };
     })();
+  }
+
+  /** Audit row for a push refused without storing a job (docs/validation.md). */
+  auditRefusal(refusal: {
+    operationId?: string;
+    errorCode: string;
+    error: string;
+    source?: PushSource;
+  }): void {
+    this.statements.insertAudit.run({
+      ...emptyAudit(this.isoNow(), "REFUSED"),
+      operationId: refusal.operationId ?? null,
+      errorCode: refusal.errorCode,
+      error: refusal.error,
+      requestId: refusal.source?.requestId ?? null,
+      pushedBy: refusal.source?.pushedBy ?? null,
+    });
   }
 
   /**
@@ -205,9 +242,9 @@ export class JobStore {
         `job ${operationId}: ${from} → ${to} is not a legal transition`,
       );
     }
-    return this.db.transaction((): OutboxEvent | null => {
+    const terminal = isTerminal(to);
+    const event = this.db.transaction((): OutboxEvent | null => {
       const now = this.isoNow();
-      const terminal = isTerminal(to);
       const changed = this.statements.update.run({
         operationId,
         from,
@@ -224,8 +261,12 @@ export class JobStore {
         if (!row) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} is not in the store`);
         throw new StoreError("STALE_STATE", `job ${operationId} is ${row.state}, not ${from}`);
       }
-      return d1Status === null ? null : this.writeEvent(operationId, d1Status);
+      const written = d1Status === null ? null : this.writeEvent(operationId, d1Status);
+      this.writeAudit("TRANSITION", operationId, from, d1Status);
+      return written;
     })();
+    if (terminal) this.scrubWal();
+    return event;
   }
 
   get(operationId: string): JobRow | undefined {
@@ -322,6 +363,47 @@ export class JobStore {
     return { seq: Number(info.lastInsertRowid), eventId, operationId, d1Status, operation, sendCount: 0 };
   }
 
+  private writeAudit(
+    kind: "ACCEPTED" | "TRANSITION",
+    operationId: string,
+    from: JobState | null,
+    d1Status: string | null,
+    source?: PushSource,
+  ): void {
+    const row = this.get(operationId)!;
+    this.statements.insertAudit.run({
+      ...emptyAudit(row.updatedAt, kind),
+      operationId,
+      cardId: row.cardId,
+      issuerRequestId: row.issuerRequestId,
+      fromState: from,
+      toState: row.state,
+      d1Status,
+      reason: row.reason,
+      errorCode: row.errorCode,
+      error: row.error,
+      maskedPan: row.maskedPan,
+      requestId: source?.requestId ?? null,
+      pushedBy: source?.pushedBy ?? null,
+    });
+  }
+
+  /**
+   * After a purge: folds the WAL into the database and truncates it, so no old WAL frame keeps the
+   * sealed payload of a finished job. Never waits for another connection: if one is reading, the
+   * next purge tries again.
+   */
+  private scrubWal(): void {
+    try {
+      this.db.pragma("busy_timeout = 0");
+      this.db.pragma("wal_checkpoint(TRUNCATE)");
+    } catch {
+      // SQLITE_BUSY / LOCKED: another connection holds the WAL; nothing is lost by trying later.
+    } finally {
+      this.db.pragma("busy_timeout = 5000");
+    }
+  }
+
   private isoNow(): string {
     return new Date(this.clock.now()).toISOString();
   }
@@ -343,6 +425,25 @@ export function buildOperation(row: JobRow, d1Status: D1Status): Operation {
   if (failed && row.error) op.error = row.error;
   if (row.issuerRequestId) op.issuerRequestId = row.issuerRequestId;
   return op;
+}
+
+function emptyAudit(at: string, event: string): Record<string, string | null> {
+  return {
+    at,
+    event,
+    operationId: null,
+    cardId: null,
+    issuerRequestId: null,
+    fromState: null,
+    toState: null,
+    d1Status: null,
+    reason: null,
+    errorCode: null,
+    error: null,
+    maskedPan: null,
+    requestId: null,
+    pushedBy: null,
+  };
 }
 
 function toJobRow(r: RawJobRow): JobRow {

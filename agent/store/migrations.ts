@@ -46,6 +46,44 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       CREATE INDEX events_by_operation ON events(operation_id, seq);
     `,
   },
+  {
+    version: 2,
+    sql: `
+      -- The audit trail (docs/security.md#audit-trail): one row per fact about a card, written in the
+      -- same transaction as the state change it records. Append-only: the triggers below abort any
+      -- UPDATE or DELETE, so retention of jobs/events (purgeFinishedBefore) never touches it.
+      -- No card data: the PAN only masked (first 6 / last 4), errors are field paths and codes.
+      CREATE TABLE audit_log (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        at                TEXT NOT NULL,
+        event             TEXT NOT NULL CHECK (event IN ('ACCEPTED','TRANSITION','REFUSED','BACKFILL')),
+        operation_id      TEXT,            -- NULL for a refused push that had none
+        card_id           TEXT,
+        issuer_request_id TEXT,
+        from_state        TEXT,            -- NULL for ACCEPTED / REFUSED
+        to_state          TEXT,
+        d1_status         TEXT,            -- the CARD_PROD_* status this fact emitted, if any
+        reason            TEXT,
+        error_code        TEXT,
+        error             TEXT,
+        masked_pan        TEXT,
+        request_id        TEXT,            -- D1's push requestId
+        pushed_by         TEXT             -- D1 endpoint and link session that delivered the push
+      );
+      CREATE INDEX audit_by_operation ON audit_log(operation_id, seq);
+      CREATE INDEX audit_by_time ON audit_log(at);
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      -- Jobs accepted before this migration: one row with the state they are in.
+      INSERT INTO audit_log (at, event, operation_id, card_id, issuer_request_id, to_state, reason,
+                             error_code, error, masked_pan)
+        SELECT updated_at, 'BACKFILL', operation_id, card_id, issuer_request_id, state, reason,
+               error_code, error, masked_pan
+        FROM jobs ORDER BY queue_seq;
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

@@ -1,11 +1,14 @@
-import { timingSafeEqual } from "node:crypto";
+import { type KeyObject, timingSafeEqual } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { appendFileSync } from "node:fs";
 import type { IncomingMessage } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { Logger } from "pino";
 import { type RawData, WebSocket, WebSocketServer } from "ws";
 import type { z } from "zod";
+import { encryptProductionData } from "../../agent/crypto/jwe.js";
 import {
   AgentToD1,
   type CancelResultMessage,
@@ -56,6 +59,16 @@ export interface D1EmulatorOptions {
   logger?: Logger;
   /** Default timeout of push() / cancel() / queryStatus(), ms. Default 10 000. */
   requestTimeoutMs?: number;
+  /**
+   * Serve wss:// with this certificate and key (PEM). With `ca` + `requestCert`, a client certificate
+   * signed by `ca` is required (mutual TLS); connections without one fail the TLS handshake.
+   */
+  tls?: { cert: string | Buffer; key: string | Buffer; ca?: string | Buffer; requestCert?: boolean };
+  /**
+   * Encrypt every pushed job's productionData to this station public key (JWE, agent/crypto/jwe.ts),
+   * as D1 does for stations that have one. push(job, { encrypt: false }) sends one in clear.
+   */
+  stationPublicKey?: KeyObject;
 }
 
 export interface StationInfo {
@@ -63,6 +76,8 @@ export interface StationInfo {
   agentVersion: string;
   sessionId: string;
   connectedAt: string;
+  /** The subject CN of the client certificate the agent presented (mutual TLS only). */
+  clientCertSubject?: string;
 }
 
 export interface ReceivedEvent {
@@ -133,6 +148,8 @@ export interface D1EmulatorStats {
   newEvents: number;
   duplicateEvents: number;
   acksSent: number;
+  /** TLS handshakes that failed (no or untrusted client certificate, …). */
+  tlsFailures: number;
 }
 
 export interface D1EmulatorEvents {
@@ -169,6 +186,7 @@ interface Link {
   hello?: StationInfo;
   /** blackhole(): neither reads nor writes, the socket stays open. */
   frozen: boolean;
+  clientCertSubject?: string;
   closed: Promise<void>;
 }
 
@@ -203,6 +221,7 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
     newEvents: 0,
     duplicateEvents: 0,
     acksSent: 0,
+    tlsFailures: 0,
   };
   /** Every status event received, duplicates included, in arrival order. */
   readonly received: ReceivedEvent[] = [];
@@ -217,9 +236,10 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
   private readonly options: Required<
     Pick<D1EmulatorOptions, "token" | "port" | "host" | "ackMode" | "requestTimeoutMs">
   > &
-    Pick<D1EmulatorOptions, "recordFile">;
+    Pick<D1EmulatorOptions, "recordFile" | "tls" | "stationPublicKey">;
   private readonly log: Logger;
   private wss: WebSocketServer | undefined;
+  private https: HttpsServer | undefined;
   private url: string | undefined;
   private readonly links = new Set<Link>();
   private readonly stations = new Map<string, Link>();
@@ -244,6 +264,8 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
       ackMode: options.ackMode ?? "auto",
       requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
       recordFile: options.recordFile,
+      tls: options.tls,
+      stationPublicKey: options.stationPublicKey,
     };
     this.log = (options.logger ?? silentLogger).child({ component: "d1-emulator" });
   }
@@ -252,9 +274,23 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
 
   async start(): Promise<{ url: string }> {
     if (this.wss) throw new Error("D1Emulator already started");
+    const tls = this.options.tls;
+    const https = tls
+      ? createHttpsServer({
+          cert: tls.cert,
+          key: tls.key,
+          ...(tls.ca ? { ca: tls.ca } : {}),
+          requestCert: tls.requestCert === true,
+          rejectUnauthorized: tls.requestCert === true,
+        })
+      : undefined;
+    https?.on("tlsClientError", (err) => {
+      this.stats.tlsFailures++;
+      this.log.warn({ code: (err as NodeJS.ErrnoException).code }, "TLS handshake failed");
+      this.changed();
+    });
     const wss = new WebSocketServer({
-      host: this.options.host,
-      port: this.options.port,
+      ...(https ? { server: https } : { host: this.options.host, port: this.options.port }),
       verifyClient: (info, callback) => {
         if (this.authorized(info.req)) return callback(true);
         this.stats.authFailures++;
@@ -266,15 +302,21 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
       },
     });
     await new Promise<void>((resolve, reject) => {
+      if (https) {
+        https.once("error", reject);
+        https.listen(this.options.port, this.options.host, () => resolve());
+        return;
+      }
       wss.once("listening", resolve);
       wss.once("error", reject);
     });
     wss.on("error", (err) => this.log.error({ err: err.message }, "server error"));
-    wss.on("connection", (ws) => this.onConnection(ws));
+    wss.on("connection", (ws, req) => this.onConnection(ws, req));
     this.wss = wss;
-    const { port } = wss.address() as AddressInfo;
+    this.https = https;
+    const { port } = (https ?? wss).address() as AddressInfo;
     const host = this.options.host.includes(":") ? `[${this.options.host}]` : this.options.host;
-    this.url = `ws://${host}:${port}`;
+    this.url = `${https ? "wss" : "ws"}://${host}:${port}`;
     this.log.info({ url: this.url, ackMode: this.options.ackMode }, "D1 emulator listening");
     return { url: this.url };
   }
@@ -297,6 +339,12 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
     });
     await Promise.all(closing);
     await new Promise<void>((resolve) => wss.close(() => resolve()));
+    const https = this.https;
+    this.https = undefined;
+    if (https) {
+      https.closeAllConnections();
+      await new Promise<void>((resolve) => https.close(() => resolve()));
+    }
     this.log.info("D1 emulator stopped");
   }
 
@@ -318,7 +366,7 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
   /** Pushes a production job; resolves with the agent's push-result. The job is never logged. */
   async push(
     job: unknown,
-    opts: { station?: string; requestId?: string; timeoutMs?: number } = {},
+    opts: { station?: string; requestId?: string; timeoutMs?: number; encrypt?: boolean } = {},
   ): Promise<PushResultMessage> {
     const link = this.pickLink(opts.station);
     const requestId = opts.requestId ?? this.nextRequestId("push");
@@ -332,8 +380,22 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
     this.pushes.push(record);
     this.stats.pushes++;
     for (const s of secretsOf(job)) this.secrets.add(s);
-    this.log.info({ requestId, operationId, station: link.station }, "push");
-    const answer = await this.request(link, "push-result", { type: "push", requestId, job }, opts.timeoutMs);
+    const key = this.options.stationPublicKey;
+    const data = (job as { productionData?: unknown } | null)?.productionData;
+    const wire =
+      key && opts.encrypt !== false && data !== null && typeof data === "object"
+        ? {
+            ...(job as Record<string, unknown>),
+            productionData: await encryptProductionData(data, operationId ?? "", key),
+          }
+        : job;
+    this.log.info({ requestId, operationId, station: link.station, encrypted: wire !== job }, "push");
+    const answer = await this.request(
+      link,
+      "push-result",
+      { type: "push", requestId, job: wire },
+      opts.timeoutMs,
+    );
     return answer as PushResultMessage;
   }
 
@@ -552,13 +614,20 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
     return given.length === expected.length && timingSafeEqual(given, expected);
   }
 
-  private onConnection(ws: WebSocket): void {
+  private onConnection(ws: WebSocket, req?: IncomingMessage): void {
     this.stats.connections++;
+    const socket = req?.socket as TLSSocket | undefined;
+    const subject = socket?.getPeerCertificate?.()?.subject?.CN;
     let markClosed!: () => void;
     const closed = new Promise<void>((resolve) => {
       markClosed = resolve;
     });
-    const link: Link = { ws, frozen: false, closed };
+    const link: Link = {
+      ws,
+      frozen: false,
+      closed,
+      ...(typeof subject === "string" ? { clientCertSubject: subject } : {}),
+    };
     this.links.add(link);
     ws.on("message", (data, isBinary) => this.onFrame(link, data, isBinary));
     ws.on("error", (err) => {
@@ -749,6 +818,7 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
       agentVersion: hello.agentVersion,
       sessionId: hello.sessionId,
       connectedAt: new Date().toISOString(),
+      ...(link.clientCertSubject ? { clientCertSubject: link.clientCertSubject } : {}),
     };
     const previous = this.stations.get(hello.persoStation);
     if (previous && previous !== link) {
