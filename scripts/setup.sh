@@ -9,6 +9,10 @@ need_apt=()
 ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
 # @pokusew/pcsclite (chip step through PC/SC) compiles against the pcsclite headers.
 [ -f /usr/include/PCSC/winscard.h ] || need_apt+=(libpcsclite-dev)
+# The chip step's real PC/SC path (`npm run demo -- --chip pcsc`, test/e2e/pcsc.test.ts): the daemon
+# and vsmartcard's virtual reader, which the simulator's card connects to (docs/chip.md).
+[ -x /usr/sbin/pcscd ] || need_apt+=(pcscd)
+[ -e /usr/lib/pcsc/drivers/serial/libifdvpcd.so ] || need_apt+=(vsmartcard-vpcd)
 # The console browser test drives Debian's chromium through playwright-core, which never downloads a
 # browser (scripts/browser/ensure-chromium.sh does the same when only `npm run test:browser` runs).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

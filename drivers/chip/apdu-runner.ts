@@ -32,10 +32,12 @@ export async function runApduScript(transport: ApduTransport, apdus: ScriptApdu[
   try {
     ({ atr } = await transport.connect());
   } catch (cause) {
+    // A transport that already said what went wrong (e.g. CHIP_IO_ERROR: no PC/SC service) keeps its code.
+    if (cause instanceof ChipError) throw cause;
     throw new ChipError("CHIP_NO_ATR", undefined, "no card answered in the contact station", { cause });
   }
-  if (atr.length < 2) throw new ChipError("CHIP_NO_ATR", undefined, "card answered with an empty ATR");
   try {
+    if (atr.length < 2) throw new ChipError("CHIP_NO_ATR", undefined, "card answered with an empty ATR");
     for (const [index, apdu] of apdus.entries()) {
       const sw = await exchange(transport, Buffer.from(apdu.command, "hex"), index);
       if (sw.toUpperCase() !== apdu.expectSw.toUpperCase()) {
@@ -49,20 +51,18 @@ export async function runApduScript(transport: ApduTransport, apdus: ScriptApdu[
 }
 
 async function exchange(transport: ApduTransport, command: Buffer, index: number): Promise<string> {
-  let response = await transmit(transport, command, index);
+  // `6Cxx` corrects the Le of the command just sent, which may be a GET RESPONSE.
+  let sent = command;
+  let response = await transmit(transport, sent, index);
   for (let i = 0; i < MAX_CHAINED_RESPONSES; i++) {
     const sw1 = response[response.length - 2];
     const sw2 = response[response.length - 1]!;
     if (sw1 === 0x6c) {
-      const resend = Buffer.from(command);
-      resend[resend.length - 1] = sw2;
-      response = await transmit(
-        transport,
-        command.length > 4 ? resend : Buffer.concat([command, Buffer.from([sw2])]),
-        index,
-      );
+      sent = withLe(sent, sw2);
+      response = await transmit(transport, sent, index);
     } else if (sw1 === 0x61) {
-      response = await transmit(transport, Buffer.from([0x00, 0xc0, 0x00, 0x00, sw2]), index);
+      sent = Buffer.from([0x00, 0xc0, 0x00, 0x00, sw2]);
+      response = await transmit(transport, sent, index);
     } else {
       return response
         .subarray(response.length - 2)
@@ -73,12 +73,24 @@ async function exchange(transport: ApduTransport, command: Buffer, index: number
   throw new ChipError("CHIP_IO_ERROR", index, `APDU #${index}: too many chained responses`);
 }
 
+/** The short command APDU `command` with its Le set to `le` (appended when it has none). */
+function withLe(command: Buffer, le: number): Buffer {
+  const lc = command.length > 5 ? command[4]! : 0;
+  // Case 1 (header only) and case 3 (header, Lc, data) carry no Le: append one.
+  const hasLe = command.length === 5 || (command.length > 5 && command.length === 6 + lc);
+  if (!hasLe) return Buffer.concat([command, Buffer.from([le])]);
+  const resend = Buffer.from(command);
+  resend[resend.length - 1] = le;
+  return resend;
+}
+
 async function transmit(transport: ApduTransport, command: Buffer, index: number): Promise<Buffer> {
   let response: Buffer;
   try {
     response = await transport.transmit(command);
   } catch (cause) {
-    throw new ChipError("CHIP_IO_ERROR", index, `APDU #${index}: the reader failed`, { cause });
+    const code = cause instanceof ChipError ? cause.code : "CHIP_IO_ERROR";
+    throw new ChipError(code, index, `APDU #${index}: the reader failed`, { cause });
   }
   if (response.length < 2) throw new ChipError("CHIP_IO_ERROR", index, `APDU #${index}: response too short`);
   return response;

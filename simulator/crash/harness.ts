@@ -1,0 +1,878 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import Database from "better-sqlite3";
+import type { AgentConfigInput } from "../../agent/config/schema.js";
+import type { ProductionJob } from "../../agent/jobs/production-job.js";
+import { makeSampleJob } from "../../agent/jobs/sample-jobs.js";
+import { renderPanel } from "../../drivers/printer/raster/render.js";
+import { D1Emulator } from "../d1-emulator/emulator.js";
+import { type CardRecord, type PrinterLatency, VirtualPrinter } from "../printer/virtual-printer.js";
+import { PtyDevice } from "../pty/pty-device.js";
+import { AgentProcess } from "./agent-process.js";
+import { checkRun, type RecordedOperation, type Verdict } from "./checks.js";
+import { Random } from "./random.js";
+
+const USAGE = `Usage: npm run crash -- [--iterations N] [--seed S] [--keep] [--verbose] [--strict] [--standby N]
+
+Runs the real agent (node bin/kiosk-agent.mjs run) as a child process against the D1 emulator and the
+virtual printer on a pseudo-terminal, SIGKILLs it N times at chosen moments, restarts it, drains, and
+checks D1's record and the printer's card record. docs/crash-harness.md explains the checks.
+
+  --iterations N  kill/restart cycles (default 20)
+  --seed S        replays a run's plan (default: time-based, printed)
+  --keep          keep the temp dir (agent logs, D1 record, card record, verdict); kept anyway
+                  when a check finds anything
+  --verbose       one progress line per kill on stderr
+  --strict        also fail on outcome or cancel mismatches, unmatched cards, protocol violations,
+                  events left in the outbox, an agent that exited or did not start by itself
+  --standby N     agents loading ahead while the current one runs (default 2)
+
+The last line of stdout is one JSON object; exit code 1 if lost, duplicateCards or orderViolations
+is not 0 (2: usage, 3: the harness itself failed).`;
+
+const STATION = "KIOSK-PS-101";
+/** Consecutive agents that die while loading before the run is given up (the tree is broken). */
+const MAX_START_FAILURES = 5;
+const OTHER_STATION = "KIOSK-PS-999";
+
+type JobKind = "normal" | "no-show" | "data-exception";
+
+interface JobInfo {
+  index: number;
+  operationId: string;
+  job: ProductionJob;
+  kind: JobKind;
+  track2Sha?: string;
+  pushes: number;
+  /** D1 got an `accepted` push-result for it. */
+  answered: boolean;
+  refused: boolean;
+}
+
+/** Where the harness aims a kill. */
+type Target =
+  | "insert"
+  | "print"
+  | "encode"
+  | "present"
+  | "collect"
+  | "retract"
+  | "recovery"
+  | "event"
+  | "push"
+  | "random"
+  | "startup";
+
+const TARGET_WEIGHTS: Readonly<Record<Target, number>> = {
+  insert: 11,
+  print: 13,
+  encode: 13,
+  present: 11,
+  collect: 10,
+  retract: 3,
+  recovery: 9,
+  event: 11,
+  push: 7,
+  random: 8,
+  startup: 4,
+};
+
+/** Printer commands that mark each target, and how many of them a kill may wait for. */
+const COMMAND_TARGETS: Partial<Record<Target, { commands: readonly string[]; span: number }>> = {
+  insert: { commands: ["Si"], span: 2 },
+  print: { commands: ["Pr", "Ss", "Sr", "Dbc", "Sv", "Se"], span: 8 },
+  encode: { commands: ["Pmc", "Dm", "Smw", "Smr"], span: 6 },
+  present: { commands: ["Seb"], span: 2 },
+  collect: { commands: ["Wbz"], span: 2 },
+  retract: { commands: ["Scb"], span: 1 },
+  recovery: { commands: ["Rse", "Rrt", "Rcv", "Rpos", "Scb", "Ser"], span: 5 },
+};
+
+const STEP_OF_COMMAND: Record<string, string> = {
+  Si: "insert",
+  Sis: "chip",
+  Pr: "print",
+  Ss: "print",
+  Sr: "print",
+  Sv: "print",
+  Db: "print",
+  Dbc: "print",
+  Se: "print",
+  Pmc: "encode",
+  Dm: "encode",
+  Smw: "encode",
+  Smr: "encode",
+  Seb: "present",
+  Rbz: "collect",
+  Wbz: "collect",
+  Scb: "retract",
+  Ser: "reject",
+};
+
+interface HarnessOptions {
+  iterations: number;
+  seed: number;
+  keep: boolean;
+  verbose: boolean;
+  strict: boolean;
+  /** Agents loading ahead of their start. */
+  standby: number;
+}
+
+interface KillRecord {
+  iteration: number;
+  trigger: string;
+  /** Pipeline step the agent was in, from its store and the last printer command. */
+  step: string;
+  unackedEvents: number;
+  timing: { waitedForStandbyMs: number; helloMs: number | undefined; killMs: number };
+}
+
+interface StoreSnapshot {
+  inProduction?: { operationId: string; state: string };
+  unacked: number;
+  open: number;
+}
+
+interface Summary {
+  iterations: number;
+  kills: number;
+  jobs: number;
+  lost: number;
+  duplicateCards: number;
+  orderViolations: number;
+  seed: number;
+  [extra: string]: unknown;
+}
+
+class CrashRun {
+  private readonly plan: Random;
+  private readonly hands: Random;
+  private readonly dir: string;
+  private readonly dataDir: string;
+  private readonly recordFile: string;
+  private configText = "";
+  private readonly stdioFile: string;
+  private readonly dbFile: string;
+  private readonly token = randomBytes(16).toString("hex");
+  private readonly emulator: D1Emulator;
+  private readonly printer: VirtualPrinter;
+  private pty: PtyDevice | undefined;
+  private agent: AgentProcess | undefined;
+  /** Agents started ahead, loading their modules, waiting for their config. */
+  private readonly standbys: AgentProcess[] = [];
+  private agentSeq = 0;
+  private lastSession: string | undefined;
+
+  private readonly jobs: JobInfo[] = [];
+  private readonly byId = new Map<string, JobInfo>();
+  private readonly byTrack2 = new Map<string, JobInfo>();
+  private readonly kills: KillRecord[] = [];
+  private readonly cancels: Array<{ operationId: string; result: string }> = [];
+  /** Card serial → the job the agent's store had in production when that card was in the printer. */
+  private readonly hints = new Map<number, string>();
+  private previousInProduction: string | undefined;
+  private helloAt = 0;
+  /** The printer's latency, as last set (the printer keeps its own copy private). */
+  private latency: PrinterLatency = { commandMs: 3, printMs: 35, magMs: 10 };
+
+  /** printer.commandLog entries already looked at, and those sent since the current agent started. */
+  private commandsSeen = 0;
+  private agentFirstCommand = 0;
+  private readonly commandWatchers = new Set<(name: string) => void>();
+
+  private readonly counters = {
+    duplicatePushes: 0,
+    retriedPushes: 0,
+    pushFailures: 0,
+    linkDrops: 0,
+    cancels: 0,
+    startFailures: 0,
+    agentExits: 0,
+    cardsTakenByHarness: 0,
+  };
+
+  constructor(private readonly options: HarnessOptions) {
+    this.plan = new Random(options.seed);
+    this.hands = this.plan.fork();
+    this.dir = mkdtempSync(join(tmpdir(), "kiosk-crash-"));
+    this.dataDir = join(this.dir, "data");
+    mkdirSync(this.dataDir, { mode: 0o700 });
+    this.recordFile = join(this.dir, "d1-record.jsonl");
+    this.stdioFile = join(this.dir, "agent-stdio.log");
+    this.dbFile = join(this.dataDir, "jobs.sqlite");
+    writeFileSync(this.recordFile, "");
+    this.emulator = new D1Emulator({
+      token: this.token,
+      ackMode: "auto",
+      recordFile: this.recordFile,
+      requestTimeoutMs: 3_000,
+    });
+    this.printer = new VirtualPrinter({
+      // The harness is the cardholder: it decides per job whether the card is taken.
+      takeAfterMs: null,
+      feederCards: 1_000_000,
+      captureBinCapacity: 1_000_000,
+      rejectBoxCapacity: 1_000_000,
+      latency: this.latency,
+      seed: options.seed,
+    });
+    this.printer.on("card-presented", (card) => this.onCardPresented(card));
+  }
+
+  get directory(): string {
+    return this.dir;
+  }
+
+  async run(): Promise<Summary> {
+    const started = Date.now();
+    const { url } = await this.emulator.start();
+    this.pty = await PtyDevice.start(this.printer, {
+      linkPath: join(this.dir, "ttyPRINTER"),
+      onHostBytes: () => this.scanCommands(),
+      // A reply lets the printer take the next queued command, which it does right after sending.
+      onDeviceBytes: () => queueMicrotask(() => this.scanCommands()),
+    });
+    const config: AgentConfigInput = {
+      station: { id: STATION },
+      d1: {
+        url,
+        token: this.token,
+        allowInsecure: true,
+        pingIntervalMs: 2_000,
+        backoff: { initialMs: 20, maxMs: 300 },
+        resendAfterMs: 1_000,
+      },
+      dataDir: this.dataDir,
+      printer: {
+        path: this.pty.path,
+        timeouts: { defaultMs: 2_000, printMs: 5_000, magMs: 3_000 },
+        statusPollMs: 100,
+        reopen: { initialMs: 50, maxMs: 500 },
+      },
+      production: { defaultCollectTimeoutSec: 5, holdWhileStoppedSec: 30 },
+      log: { level: "info", file: join(this.dir, "agent.log") },
+    };
+    this.configText = JSON.stringify(config, null, 2);
+    writeFileSync(join(this.dir, "agent.json"), this.configText);
+    progress(
+      `crash harness: seed ${this.options.seed}, ${this.options.iterations} iterations, dir ${this.dir}`,
+    );
+
+    for (let i = 1; i <= this.options.iterations; i++) {
+      await this.iteration(i);
+      if (!this.options.verbose && (i % 10 === 0 || i === this.options.iterations)) {
+        progress(
+          `  ${i}/${this.options.iterations} iterations, ${this.kills.length} kills, ${this.jobs.length} jobs, ${this.emulator.accepted.size} accepted, ${((Date.now() - started) / 1000).toFixed(0)}s`,
+        );
+      }
+    }
+    const drain = await this.drain();
+    const verdict = this.verdict();
+    const killsByStep: Record<string, number> = {};
+    const killsByTrigger: Record<string, number> = {};
+    for (const k of this.kills) {
+      killsByStep[k.step] = (killsByStep[k.step] ?? 0) + 1;
+      killsByTrigger[k.trigger] = (killsByTrigger[k.trigger] ?? 0) + 1;
+    }
+    writeFileSync(
+      join(this.dir, "simulator-cards.json"),
+      JSON.stringify(this.printer.cardsForRecord(), null, 2),
+    );
+    writeFileSync(join(this.dir, "kills.json"), JSON.stringify(this.kills, null, 2));
+    writeFileSync(join(this.dir, "verdict.json"), JSON.stringify(verdict, null, 2));
+    for (const [kind, list] of Object.entries(verdict.examples)) {
+      for (const line of list.slice(0, 5)) progress(`  ${kind}: ${line}`);
+      if (list.length > 5) progress(`  ${kind}: … ${list.length - 5} more in verdict.json`);
+    }
+    return {
+      iterations: this.options.iterations,
+      kills: this.kills.length,
+      jobs: this.jobs.length,
+      lost: verdict.lost,
+      duplicateCards: verdict.duplicateCards,
+      orderViolations: verdict.orderViolations,
+      seed: this.options.seed,
+      accepted: this.emulator.accepted.size,
+      multipleTerminals: verdict.multipleTerminals,
+      outcomeMismatches: verdict.outcomeMismatches,
+      unmatchedCards: verdict.unmatchedCards,
+      strandedCards: verdict.strandedCards,
+      cancelMismatches: verdict.cancelMismatches,
+      protocolViolations: this.emulator.violations.length,
+      outboxLeft: drain.outboxLeft,
+      openJobsLeft: drain.openLeft,
+      cleanStop: drain.cleanStop,
+      killsWithUnackedEvents: this.kills.filter((k) => k.unackedEvents > 0).length,
+      killsByStep,
+      killsByTrigger,
+      terminal: verdict.terminal,
+      cards: verdict.cards,
+      ...this.counters,
+      duplicateEvents: this.emulator.stats.duplicateEvents,
+      seconds: Math.round((Date.now() - started) / 100) / 10,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.agent?.kill();
+    await Promise.all(this.standbys.splice(0).map((a) => a.kill()));
+    await this.pty?.close();
+    await this.emulator.stop();
+  }
+
+  removeDirectory(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  // ---- one kill/restart cycle ----------------------------------------------------------------
+
+  private async iteration(n: number): Promise<void> {
+    const plan = this.plan;
+    this.setLatency({ commandMs: plan.int(2, 6), printMs: plan.int(20, 50), magMs: plan.int(5, 15) });
+    let target = plan.weighted(TARGET_WEIGHTS);
+    // Retracting needs a card nobody takes; recovery needs a job a previous kill left in production.
+    if (target === "recovery" && this.previousInProduction === undefined) target = "collect";
+    const nth = 1 + Math.floor(plan.next() * (COMMAND_TARGETS[target]?.span ?? 3));
+    const delayFraction = plan.next();
+    const newJobs = plan.chance(0.5) ? 2 : 1;
+    const kinds: JobKind[] = Array.from({ length: newJobs }, (_, i) =>
+      target === "retract" && i === 0
+        ? "no-show"
+        : plan.chance(0.08)
+          ? "data-exception"
+          : plan.chance(0.03)
+            ? "no-show"
+            : "normal",
+    );
+    const duplicate = plan.chance(0.25);
+    const dupPick = plan.next();
+    const dropAt = plan.chance(0.15) ? plan.int(0, 700) : undefined;
+    const randomAt = plan.int(0, 1_200);
+    const startupAt = plan.int(0, 400);
+    const pushOrder = plan.next();
+    const cancel = plan.chance(0.12);
+    const cancelPick = plan.next();
+    const cancelAt = plan.int(0, 400);
+
+    const iterationStart = Date.now();
+    const agent = await this.startAgent(true);
+    let killed: ((trigger: string) => void) | undefined;
+    const killedBy = new Promise<string>((resolve) => {
+      killed = resolve;
+    });
+    let fired = false;
+    const fire = (trigger: string): void => {
+      if (fired) return;
+      fired = true;
+      killed?.(trigger);
+    };
+    const timers: NodeJS.Timeout[] = [];
+    const after = (ms: number, fn: () => void): void => {
+      timers.push(setTimeout(fn, ms));
+    };
+    const cleanups: Array<() => void> = [];
+
+    if (target === "startup") {
+      after(startupAt, () => fire("startup"));
+    } else {
+      const hello = await this.waitForHello(agent, 15_000).catch(() => false as const);
+      if (hello === false) {
+        this.counters.startFailures++;
+        progress(`  iteration ${n}: the agent did not connect (see ${this.stdioFile})`);
+        fire("no-hello");
+      } else {
+        this.armTrigger(target, nth, delayFraction, fire, after, cleanups, randomAt);
+        if (dropAt !== undefined) {
+          after(dropAt, () => {
+            if (!fired && this.emulator.connectedStations().length > 0) {
+              this.counters.linkDrops++;
+              void this.emulator.dropLink();
+            }
+          });
+        }
+        const batch = this.batch(kinds, duplicate, dupPick, pushOrder);
+        const pushKill =
+          target === "push"
+            ? { nth: 1 + Math.floor(delayFraction * batch.length), delayFraction, fire, after }
+            : undefined;
+        void this.pushAll(batch, pushKill).then(() => {
+          if (cancel) after(cancelAt, () => this.cancelOne(batch, cancelPick));
+          // Long enough for the aimed step to come up behind a job or two already queued.
+          const patience =
+            target === "retract" ? 9_000 : target === "present" || target === "collect" ? 1_600 : 1_000;
+          after(patience, () => fire(`fallback:${target}`));
+        });
+      }
+    }
+
+    const trigger = await killedBy;
+    const timing = {
+      waitedForStandbyMs: agent.startedAt - iterationStart,
+      helloMs: this.helloAt >= agent.startedAt ? this.helloAt - agent.startedAt : undefined,
+      killMs: Date.now() - agent.startedAt,
+    };
+    for (const t of timers) clearTimeout(t);
+    for (const c of cleanups) c();
+    if (await agent.kill()) {
+      this.recordKill(n, trigger, timing);
+    } else {
+      // Not a kill: the agent ended on its own, which a service must never do.
+      this.counters.agentExits++;
+      const { code, signal } = await agent.exited;
+      progress(`  iteration ${n}: the agent exited by itself (${signal ?? code}); see ${this.stdioFile}`);
+    }
+  }
+
+  private setLatency(latency: PrinterLatency): void {
+    this.latency = latency;
+    this.printer.setLatency(latency);
+  }
+
+  /** The next agent, started: a standby gets its config; `more` keeps the next one loading. */
+  private async startAgent(more: boolean): Promise<AgentProcess> {
+    for (let failures = 0; ; ) {
+      if (this.standbys.length === 0) this.spawnStandby();
+      const agent = this.standbys.shift()!;
+      if (more) while (this.standbys.length < this.options.standby) this.spawnStandby();
+      this.agentFirstCommand = this.printer.commandLog.length;
+      this.agent = agent;
+      if (await agent.release(this.configText)) return agent;
+      this.counters.startFailures++;
+      progress(`  an agent died before reading its config (see ${this.stdioFile})`);
+      if (++failures >= MAX_START_FAILURES) {
+        throw new Error(
+          `${failures} agents in a row died before reading their config: the agent does not load`,
+        );
+      }
+    }
+  }
+
+  private spawnStandby(): void {
+    const n = ++this.agentSeq;
+    this.standbys.push(new AgentProcess(join(this.dir, `agent-${n}.config`), this.stdioFile));
+  }
+
+  /** Rejects when the agent exits first or stays silent for `timeoutMs`. */
+  private async waitForHello(agent: AgentProcess, timeoutMs: number): Promise<void> {
+    const previous = this.lastSession;
+    const hello = this.emulator.waitFor(
+      () => {
+        const session = this.emulator.station(STATION)?.sessionId;
+        return session !== undefined && session !== previous;
+      },
+      timeoutMs,
+      "agent hello",
+    );
+    const exited = agent.exited.then(({ code, signal }) => {
+      throw new Error(`the agent exited (${signal ?? code}) before saying hello`);
+    });
+    await Promise.race([hello, exited]);
+    this.lastSession = this.emulator.station(STATION)?.sessionId;
+    this.helloAt = Date.now();
+  }
+
+  private armTrigger(
+    target: Target,
+    nth: number,
+    delayFraction: number,
+    fire: (trigger: string) => void,
+    after: (ms: number, fn: () => void) => void,
+    cleanups: Array<() => void>,
+    randomAt: number,
+  ): void {
+    const commandTarget = COMMAND_TARGETS[target];
+    if (commandTarget) {
+      let count = 0;
+      const watcher = (name: string): void => {
+        if (!commandTarget.commands.includes(name)) return;
+        count++;
+        if (count !== nth) return;
+        // From just after the command reached the printer to just after its reply left: the agent
+        // is waiting, reading the reply, or committing the step's outcome.
+        const window = this.latencyOf(name) + 5;
+        after(Math.floor(delayFraction * window), () => fire(target));
+      };
+      this.commandWatchers.add(watcher);
+      cleanups.push(() => this.commandWatchers.delete(watcher));
+      return;
+    }
+    if (target === "event") {
+      let count = 0;
+      const onOperation = (): void => {
+        count++;
+        // The status is at D1; its ack, and the events committed right after it, are on their way.
+        if (count === nth) after(Math.floor(delayFraction * 6), () => fire("event"));
+      };
+      this.emulator.on("operation", onOperation);
+      cleanups.push(() => this.emulator.off("operation", onOperation));
+      return;
+    }
+    if (target === "random") after(randomAt, () => fire("random"));
+  }
+
+  private latencyOf(command: string): number {
+    const l = this.latency;
+    if (command === "Se") return l.printMs;
+    if (command === "Smw" || command === "Smr") return l.magMs;
+    // The long poll answers when the cardholder takes the card, 10–30 ms after it was presented.
+    if (command === "Wbz") return 35;
+    return l.commandMs;
+  }
+
+  // ---- pushes ---------------------------------------------------------------------------------
+
+  private batch(kinds: JobKind[], duplicate: boolean, dupPick: number, order: number): JobInfo[] {
+    const batch: JobInfo[] = [];
+    // What D1 does with a push that got no answer: it sends it again.
+    const unanswered = this.jobs.filter((j) => !j.answered && !j.refused).slice(0, 2);
+    batch.push(...unanswered);
+    this.counters.retriedPushes += unanswered.length;
+    for (const kind of kinds) batch.push(this.newJob(kind));
+    const answered = this.jobs.filter((j) => j.answered);
+    if (duplicate && answered.length > 0) {
+      const again = answered[Math.floor(dupPick * answered.length)]!;
+      batch.splice(Math.floor(order * (batch.length + 1)), 0, again);
+      this.counters.duplicatePushes++;
+    }
+    return batch;
+  }
+
+  private newJob(kind: JobKind): JobInfo {
+    const index = this.jobs.length;
+    const job = makeSampleJob(index, {
+      station: kind === "data-exception" ? OTHER_STATION : STATION,
+      runId: `crash-${this.options.seed}`,
+      collectTimeoutSec: kind === "no-show" ? 5 : 30,
+    });
+    const track2 = job.productionData.magstripe?.track2;
+    const info: JobInfo = {
+      index,
+      operationId: job.operationId,
+      job,
+      kind,
+      ...(track2 && kind !== "data-exception" ? { track2Sha: sha256(track2) } : {}),
+      pushes: 0,
+      answered: false,
+      refused: false,
+    };
+    this.jobs.push(info);
+    this.byId.set(info.operationId, info);
+    if (info.track2Sha) this.byTrack2.set(info.track2Sha, info);
+    return info;
+  }
+
+  private async pushAll(
+    batch: JobInfo[],
+    killAt?: {
+      nth: number;
+      delayFraction: number;
+      fire: (trigger: string) => void;
+      after: (ms: number, fn: () => void) => void;
+    },
+  ): Promise<void> {
+    let count = 0;
+    for (const info of batch) {
+      if (!this.agent?.running || this.emulator.connectedStations().length === 0) {
+        // The link is down (a drop or a kill): D1 would retry this push later.
+        this.counters.pushFailures++;
+        continue;
+      }
+      count++;
+      info.pushes++;
+      const answer = this.emulator.push(info.job, { station: STATION, timeoutMs: 3_000 });
+      if (killAt && count === killAt.nth) {
+        // The job may be committed, its push-result on the wire or not yet written.
+        killAt.after(Math.floor(killAt.delayFraction * 4), () => killAt.fire("push"));
+      }
+      try {
+        const result = await answer;
+        if (result.result === "accepted") info.answered = true;
+        else info.refused = true;
+      } catch {
+        this.counters.pushFailures++;
+      }
+    }
+  }
+
+  /** D1 cancels one job of the batch: it may be queued, on the printer, presented or finished. */
+  private cancelOne(batch: JobInfo[], pick: number): void {
+    const candidates = batch.filter((j) => j.answered);
+    if (candidates.length === 0 || !this.agent?.running) return;
+    const info = candidates[Math.floor(pick * candidates.length)]!;
+    this.counters.cancels++;
+    this.emulator.cancel(info.operationId, { station: STATION, timeoutMs: 5_000 }).then(
+      (answer) => this.cancels.push({ operationId: info.operationId, result: answer.result }),
+      // No answer (the agent was killed, the link dropped): D1 knows nothing and checks nothing.
+      () => undefined,
+    );
+  }
+
+  // ---- the cardholder -------------------------------------------------------------------------
+
+  private onCardPresented(card: CardRecord): void {
+    const t2 = card.tracks.find((t) => t.n === 2);
+    const info = t2 && this.byTrack2.get(t2.sha256);
+    if (info?.kind === "no-show") return;
+    const serial = card.serial;
+    setTimeout(
+      () => {
+        if (this.printer.state.currentSerial === serial && this.printer.takeCardNow())
+          this.counters.cardsTakenByHarness++;
+      },
+      Math.round(this.hands.between(10, 30)),
+    );
+  }
+
+  // ---- after each kill --------------------------------------------------------------------------
+
+  private scanCommands(): void {
+    const log = this.printer.commandLog;
+    while (this.commandsSeen < log.length) {
+      const name = log[this.commandsSeen++]!;
+      for (const w of [...this.commandWatchers]) w(name);
+    }
+  }
+
+  private recordKill(iteration: number, trigger: string, timing: KillRecord["timing"]): void {
+    const snap = this.snapshot();
+    const commands = this.printer.commandLog.slice(this.agentFirstCommand);
+    const pipelineCommands = commands.filter((c) => STEP_OF_COMMAND[c] !== undefined);
+    const last = pipelineCommands.at(-1);
+    const inProd = snap?.inProduction;
+    let step: string;
+    if (!snap) step = commands.length === 0 ? "startup" : "unknown";
+    else if (inProd && inProd.operationId === this.previousInProduction && pipelineCommands.length === 0)
+      step = "recovery";
+    else if (inProd?.state === "PRODUCING")
+      step = last === undefined || STEP_OF_COMMAND[last] === "collect" ? "insert" : STEP_OF_COMMAND[last]!;
+    else if (inProd?.state === "PRESENTED")
+      step = last === "Scb" ? "retract" : last === "Wbz" || last === "Rbz" ? "collect" : "present";
+    else if (commands.length === 0) step = "startup";
+    else step = "between-jobs";
+    if (inProd) {
+      const serial = this.printer.state.currentSerial;
+      if (serial !== undefined) this.hints.set(serial, inProd.operationId);
+    }
+    this.previousInProduction = inProd?.operationId;
+    const record: KillRecord = { iteration, trigger, step, unackedEvents: snap?.unacked ?? 0, timing };
+    this.kills.push(record);
+    if (this.options.verbose) {
+      progress(
+        `  #${iteration} kill (${trigger}) in ${step}${inProd ? ` ${inProd.state} ${inProd.operationId.slice(0, 8)}` : ""}, ${record.unackedEvents} unacked, printer ${this.printer.state.position}, ${timing.killMs} ms after start (hello ${timing.helloMs ?? "-"} ms, standby wait ${timing.waitedForStandbyMs} ms)`,
+      );
+    }
+  }
+
+  /** The agent's store as the next start will find it (read-only; the agent is not running). */
+  private snapshot(): StoreSnapshot | undefined {
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(this.dbFile, { readonly: true, fileMustExist: true });
+      const prod = db
+        .prepare(
+          "SELECT operation_id AS operationId, state FROM jobs WHERE state IN ('PRODUCING','PRESENTED') ORDER BY queue_seq LIMIT 1",
+        )
+        .get() as { operationId: string; state: string } | undefined;
+      const unacked = (
+        db.prepare("SELECT COUNT(*) AS n FROM events WHERE acked_at IS NULL").get() as { n: number }
+      ).n;
+      const open = (
+        db
+          .prepare("SELECT COUNT(*) AS n FROM jobs WHERE state IN ('READY','PRODUCING','PRESENTED')")
+          .get() as {
+          n: number;
+        }
+      ).n;
+      return { ...(prod ? { inProduction: prod } : {}), unacked, open };
+    } catch {
+      return undefined;
+    } finally {
+      db?.close();
+    }
+  }
+
+  // ---- the end ----------------------------------------------------------------------------------
+
+  private async drain(): Promise<{ outboxLeft: number; openLeft: number; cleanStop: boolean }> {
+    progress("  draining: a last start, every job to a terminal status at D1, outbox empty");
+    this.setLatency({ commandMs: 3, printMs: 35, magMs: 10 });
+    const agent = await this.startAgent(false);
+    await this.waitForHello(agent, 30_000).catch(() => {
+      progress("  the agent did not connect for the drain");
+    });
+    const noShowsOpen = this.jobs.filter((j) => j.kind === "no-show").length;
+    const deadline = Date.now() + 60_000 + noShowsOpen * 6_000;
+    for (;;) {
+      const unanswered = this.jobs.filter((j) => !j.answered && !j.refused);
+      if (unanswered.length > 0) await this.pushAll(unanswered);
+      const open = [...this.emulator.accepted].filter((id) => this.emulator.terminalCount(id) === 0);
+      const snap = this.snapshot();
+      if (unanswered.length === 0 && open.length === 0 && snap?.unacked === 0 && snap.open === 0) break;
+      if (!agent.running) {
+        progress(`  the agent exited during the drain (see ${this.stdioFile})`);
+        break;
+      }
+      if (Date.now() > deadline) {
+        progress(
+          `  drain timed out: ${unanswered.length} unanswered pushes, ${open.length} accepted jobs without a terminal status, ${snap?.unacked ?? "?"} events unacked`,
+        );
+        break;
+      }
+      await sleep(200);
+    }
+    const cleanStop = await agent.stop(15_000);
+    const snap = this.snapshot();
+    return { outboxLeft: snap?.unacked ?? -1, openLeft: snap?.open ?? -1, cleanStop };
+  }
+
+  private verdict(): Verdict {
+    const operations = readFileSync(this.recordFile, "utf8")
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .map((l) => JSON.parse(l) as RecordedOperation);
+    const cards = this.printer.record;
+    const fronts = new Map(cards.map((c) => [c.serial, c.front]));
+    const jobByTrack2Sha = new Map([...this.byTrack2].map(([sha, info]) => [sha, info.operationId]));
+    const frontShaOf = new Map<string, string>();
+    const renderedFront = (info: JobInfo): string | undefined => {
+      const lines = info.job.productionData.print?.front;
+      if (!lines || lines.length === 0) return undefined;
+      let sha = frontShaOf.get(info.operationId);
+      if (sha === undefined) {
+        sha = sha256(renderPanel(lines));
+        frontShaOf.set(info.operationId, sha);
+      }
+      return sha;
+    };
+    return checkRun({
+      accepted: this.emulator.accepted,
+      operations,
+      cards,
+      jobByTrack2Sha,
+      cancels: this.cancels,
+      // A card printed but never encoded: compare its front panel with each job's, the job the
+      // store had in production at a kill first (rendering every job costs ~20 ms each).
+      jobOfUnencodedCard: (card) => {
+        const front = fronts.get(card.serial);
+        if (!front) return undefined;
+        const sha = sha256(front);
+        const hinted = this.byId.get(this.hints.get(card.serial) ?? "");
+        if (hinted && renderedFront(hinted) === sha) return hinted.operationId;
+        for (const info of this.jobs) {
+          if (info.kind !== "data-exception" && renderedFront(info) === sha) return info.operationId;
+        }
+        return undefined;
+      },
+    });
+  }
+}
+
+function sha256(data: string | Buffer): string {
+  return createHash("sha256")
+    .update(typeof data === "string" ? Buffer.from(data, "latin1") : data)
+    .digest("hex");
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function progress(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+async function runHarness(options: HarnessOptions): Promise<{ summary: Summary; failed: boolean }> {
+  const run = new CrashRun(options);
+  let summary: Summary;
+  const onSignal = (): void => {
+    void run.close().finally(() => process.exit(130));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
+  try {
+    summary = await run.run();
+  } finally {
+    await run.close();
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  }
+  const anomalies =
+    summary["outcomeMismatches"] !== 0 ||
+    summary["cancelMismatches"] !== 0 ||
+    summary["unmatchedCards"] !== 0 ||
+    summary["protocolViolations"] !== 0 ||
+    summary["outboxLeft"] !== 0 ||
+    summary["agentExits"] !== 0 ||
+    summary["startFailures"] !== 0;
+  const failed =
+    summary.lost !== 0 ||
+    summary.duplicateCards !== 0 ||
+    summary.orderViolations !== 0 ||
+    (options.strict && anomalies);
+  if (failed || anomalies || options.keep) progress(`  files kept in ${run.directory}`);
+  else run.removeDirectory();
+  return { summary, failed };
+}
+
+async function main(argv: string[]): Promise<number> {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        iterations: { type: "string" },
+        seed: { type: "string" },
+        keep: { type: "boolean" },
+        verbose: { type: "boolean" },
+        strict: { type: "boolean" },
+        standby: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    console.error(`${(err as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values["help"]) {
+    console.log(USAGE);
+    return 0;
+  }
+  const whole = (name: string, fallback: number, min: number): number | undefined => {
+    const raw = values[name];
+    if (typeof raw !== "string") return fallback;
+    const n = Number(raw);
+    return Number.isSafeInteger(n) && n >= min && n <= 0xffffffff ? n : undefined;
+  };
+  const iterations = whole("iterations", 20, 1);
+  const seed = whole("seed", Date.now() % 0xffffffff, 0);
+  const standby = whole("standby", 2, 1);
+  if (iterations === undefined || seed === undefined || standby === undefined) {
+    console.error(`--iterations must be a whole number ≥ 1 and --seed one in 0..4294967295\n\n${USAGE}`);
+    return 2;
+  }
+  const { summary, failed } = await runHarness({
+    iterations,
+    seed,
+    keep: values["keep"] === true,
+    verbose: values["verbose"] === true,
+    strict: values["strict"] === true,
+    standby,
+  });
+  console.log(JSON.stringify(summary));
+  return failed ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(`crash harness: ${(err as Error)?.stack ?? String(err)}`);
+    process.exitCode = 3;
+  },
+);
