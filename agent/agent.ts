@@ -29,7 +29,6 @@ import type {
 import { PrinterSupervisor } from "./devices/printer-supervisor.js";
 import { createMetrics } from "./health/metrics.js";
 import { HealthServer, type Readiness } from "./health/server.js";
-import { ShutdownGate } from "./health/shutdown.js";
 import { validateJob } from "./jobs/validate.js";
 import type { Logger } from "./log/logger.js";
 import { maskPan } from "./log/mask.js";
@@ -73,7 +72,8 @@ export class KioskAgent {
   readonly health: HealthServer | undefined;
   private readonly disposeMetrics: (() => void) | undefined;
   /** SIGTERM: no new jobs, the card in hand finished or parked within `shutdown.graceSec`. */
-  private readonly gate: ShutdownGate;
+  /** Set by shutdown(): pushes are refused from then on. */
+  private stopping = false;
   private shuttingDown: Promise<void> | undefined;
   private readonly payloads: PushPayloads;
   private readonly clock: Clock;
@@ -141,7 +141,6 @@ export class KioskAgent {
       serialBinding: deps.serialBinding,
       ...(deps.hidBackend ? { hidBackend: deps.hidBackend } : {}),
     });
-    this.gate = new ShutdownGate(this.clock);
     this.payloads = new PushPayloads(
       config.jwe.privateKeyFile ? loadStationPrivateKey(config.jwe.privateKeyFile) : undefined,
       config.jwe.required,
@@ -149,9 +148,8 @@ export class KioskAgent {
     );
     this.pipeline = new ProductionPipeline({
       store: this.store,
-      // The pipeline's printer refuses new steps once the agent is stopping (health/shutdown.ts).
-      printer: this.gate.guard(this.printer),
-      magstripe: this.gate.guardEncoder(this.magstripe.encoder),
+      printer: this.printer,
+      magstripe: this.magstripe.encoder,
       supervisor: this.supervisor,
       holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
       chip: deps.chip,
@@ -260,7 +258,8 @@ export class KioskAgent {
   shutdown(signal = "SIGTERM"): Promise<void> {
     this.shuttingDown ??= (async () => {
       const { graceSec, flushSec } = this.config.shutdown;
-      this.gate.begin(graceSec * 1000);
+      this.stopping = true;
+      this.pipeline.beginShutdown(graceSec * 1000);
       this.log.info({ signal, graceSec, inHand: this.pipeline.current }, "stopping: no new jobs");
       const parked = this.pipeline.stop();
       // A step the printer never answers is bounded by its own timeout; this is the last resort.
@@ -312,7 +311,7 @@ export class KioskAgent {
   readiness(): Readiness {
     const printer = this.supervisor.status;
     const reasons: string[] = [];
-    if (this.gate.stopping) reasons.push("SHUTTING_DOWN");
+    if (this.stopping) reasons.push("SHUTTING_DOWN");
     if (!this.link.isUp) reasons.push("D1_LINK_DOWN");
     if (printer.state !== "idle" && printer.state !== "busy")
       reasons.push(`PRINTER_${printer.state.toUpperCase()}`);
@@ -346,7 +345,7 @@ export class KioskAgent {
   onPush(message: PushMessage, payloadFailure?: PayloadFailureCode): PushResultMessage {
     const requestId = message.requestId;
     const source = pushSource(requestId, this.link, this.config.d1.url);
-    if (this.gate.stopping) {
+    if (this.stopping) {
       // Not stored: D1 pushes it again to this or another station once this one is back.
       const raw = (message.job as { operationId?: unknown } | null)?.operationId;
       const operationId = typeof raw === "string" && raw.length <= 128 ? raw : undefined;

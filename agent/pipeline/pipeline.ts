@@ -54,6 +54,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   private readonly log: Logger;
   /** The job on the printer right now, if any (status, cancel and shutdown read it). */
   current: { operationId: string; step: ProductionStep } | undefined;
+  private shutdownDeadline: number | undefined;
   private readonly cancelRequests = new Map<
     string,
     (outcome: { canceled: boolean; state: JobState }) => void
@@ -146,10 +147,14 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     let state: JobState = "PRODUCING";
     let step: ProductionStep = "insert";
     const enter = (next: ProductionStep): void => {
+      step = next;
       // A cancel is honoured between steps, never inside one: a half-printed panel is still a card
       // that must be rejected, which the failure path below does.
       if (this.cancelRequests.has(id)) throw new CancelRequested();
-      step = next;
+      // Stopping (SIGTERM): no new step starts; a presented card keeps its grace period (collect).
+      if (this.shutdownDeadline !== undefined && next !== "collect") {
+        throw new ShutdownRequested(`agent stopping: step ${next} not started`);
+      }
       this.setStep(id, next);
     };
     const data = job.productionData;
@@ -180,7 +185,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       enter("collect");
       const timeoutSec =
         data.delivery?.collectTimeoutSec ?? row.collectTimeoutSec ?? this.options.defaultCollectTimeoutSec;
-      const taken = await printer.waitForCardTaken(timeoutSec * 1000);
+      const taken = await this.waitForTake(timeoutSec * 1000);
       if (taken) {
         this.move(id, "PRESENTED", "DONE");
         this.options.supervisor.jobEnded();
@@ -235,6 +240,32 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   }
 
   /**
+   * The agent is stopping (docs/operations.md#stopping): the step under way finishes, no new step
+   * starts (the job ends FAILED / SHUTDOWN and the supervisor rejects the card); a presented card
+   * may still be taken until `graceMs` from now, then it is retracted (FAILED / SHUTDOWN). READY
+   * jobs stay for the next run. Call stop() next to wait for the card in hand.
+   */
+  beginShutdown(graceMs: number): void {
+    this.shutdownDeadline ??= this.options.clock.now() + graceMs;
+  }
+
+  /** The collect wait, cut to the shutdown grace deadline once the agent is stopping. */
+  private async waitForTake(timeoutMs: number): Promise<boolean> {
+    const { clock, printer } = this.options;
+    const deadline = clock.now() + timeoutMs;
+    for (;;) {
+      let slice = deadline - clock.now();
+      if (this.shutdownDeadline !== undefined) {
+        const left = this.shutdownDeadline - clock.now();
+        if (left <= 0) throw new ShutdownRequested("agent stopping: card not taken within the grace period");
+        slice = Math.min(slice, left);
+      }
+      if (await printer.waitForCardTaken(Math.max(0, slice))) return true;
+      if (clock.now() >= deadline) return false;
+    }
+  }
+
+  /**
    * Asks the pipeline to cancel the job it is producing. Resolves `canceled` once the job is
    * CANCELED (card rejected), or with the state it reached first if the cancel came too late
    * (the card was presented, or production had already failed).
@@ -267,6 +298,13 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       this.current = undefined;
       this.emit("finished", operationId, to);
     }
+  }
+}
+
+/** Thrown at a step boundary, or at the end of the grace period, while the agent is stopping. */
+class ShutdownRequested extends CodedError<"SHUTDOWN"> {
+  constructor(message: string) {
+    super(REASONS.SHUTDOWN, message);
   }
 }
 

@@ -10,6 +10,8 @@ export const REASONS = {
   /** The agent stopped (crash, power loss) while the card was in production; never re-run. */
   INTERRUPTED: "INTERRUPTED",
   CHIP_ERROR: "CHIP_ERROR",
+  /** The agent was stopped (SIGTERM) with this card in hand: rejected, or retracted after the grace period. */
+  SHUTDOWN: "SHUTDOWN",
   /** D1 canceled the operation before the card was presented. */
   ISSUER_CANCEL: "ISSUER_CANCEL",
   RENDER_ERROR: "RENDER_ERROR",
