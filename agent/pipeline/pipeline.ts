@@ -178,9 +178,11 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         await this.options.magstripe.encode({ track1, track2, track3 }, coercivity ?? "HICO");
       }
       enter("present");
-      await printer.presentCard();
+      // Committed before the card moves: a restart that finds the mouth empty then knows the card
+      // was offered (and taken), never that a finished card vanished from a PRODUCING job.
       this.move(id, "PRODUCING", "PRESENTED");
       state = "PRESENTED";
+      await printer.presentCard();
 
       enter("collect");
       const timeoutSec =
@@ -193,21 +195,13 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         return;
       }
       log.warn({ collectTimeoutSec: timeoutSec }, "card not taken in time; retracting to the capture bin");
-      let retractError: unknown;
-      try {
-        await printer.retractToCaptureBin();
-      } catch (err) {
-        log.error({ err }, "retract to capture bin failed; the card may still be in the mouth");
-        retractError = err;
-      }
-      this.move(id, "PRESENTED", "FAILED", {
-        reason: REASONS.CB_TIME,
-        errorCode: REASONS.CB_TIME,
-        error: "collect",
-      });
-      if (retractError) await this.options.supervisor.afterFailure(retractError);
-      else this.options.supervisor.jobEnded();
+      await this.retractFromMouth(id, REASONS.CB_TIME, log);
     } catch (err) {
+      if (err instanceof ShutdownRequested && state === "PRESENTED") {
+        log.warn("agent stopping and the card was not taken within the grace period; retracting it");
+        await this.retractFromMouth(id, REASONS.SHUTDOWN, log);
+        return;
+      }
       if (err instanceof CancelRequested && state === "PRODUCING") {
         log.info({ step }, "canceled by the issuer; the card is rejected");
         this.move(id, "PRODUCING", "CANCELED", {
@@ -224,6 +218,32 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       this.move(id, state, "FAILED", stop);
       await this.options.supervisor.afterFailure(err);
     }
+  }
+
+  /**
+   * Pulls a presented card back into the capture bin and ends the job with `reason`. The intent is
+   * committed first, so a restart that finds the mouth empty knows we retracted it (docs/recovery.md).
+   * A retract answered NO CARD means the cardholder took it at the last moment: the job is DONE.
+   */
+  private async retractFromMouth(id: string, reason: string, log: Logger): Promise<void> {
+    const { store, printer, supervisor } = this.options;
+    store.setRetractIntent(id, reason);
+    try {
+      await printer.retractToCaptureBin();
+    } catch (err) {
+      if (err instanceof DeviceError && err.code === "NO_CARD") {
+        log.info("the card was taken just before the retract");
+        this.move(id, "PRESENTED", "DONE");
+        supervisor.jobEnded();
+        return;
+      }
+      log.error({ err }, "retract to the capture bin failed; the card may still be in the mouth");
+      this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
+      await supervisor.afterFailure(err);
+      return;
+    }
+    this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
+    supervisor.jobEnded();
   }
 
   private renderPanels(job: ProductionJob): { front?: Buffer; back?: Buffer } {

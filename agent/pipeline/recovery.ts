@@ -1,6 +1,6 @@
 import type { PrinterDriver } from "../../drivers/printer/driver.js";
 import type { Logger } from "../log/logger.js";
-import type { JobStore, OutboxEvent } from "../store/job-store.js";
+import type { JobRow, JobStore, OutboxEvent } from "../store/job-store.js";
 import { REASONS } from "./reasons.js";
 
 export interface RecoveryOptions {
@@ -11,49 +11,57 @@ export interface RecoveryOptions {
 }
 
 /**
- * Jobs a previous run left in physical production are never re-run (a card may exist). Decision
- * table, docs/recovery.md:
- *   PRODUCING, card in the printer   → reject it to the reject box → FAILED / INTERRUPTED
- *   PRODUCING, no card found         → FAILED / INTERRUPTED
- *   PRESENTED, card still in mouth   → retract to the capture bin  → FAILED / INTERRUPTED
- *   PRESENTED, mouth empty           → the cardholder took it      → DONE
- * READY jobs simply stay queued.
+ * Jobs a previous run left in physical production are never re-run (a card may exist). The decision
+ * table is docs/recovery.md; in short:
+ *   PRESENTED with a retract under way → finish the retract if the card is still there → FAILED with
+ *                                         the retract's reason (CB_TIME, SHUTDOWN, …)
+ *   PRESENTED, mouth empty            → the cardholder took it → DONE
+ *   anything else                     → clear the card (reject, or retract from the mouth) →
+ *                                         FAILED / INTERRUPTED
+ * READY jobs simply stay queued. Throws if the printer cannot tell where the card is: the supervisor
+ * then retries, so no decision is ever made blind.
  */
 export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<void> {
   const { store, printer } = options;
   const log = options.logger.child({ component: "recovery" });
   const interrupted = store.jobsIn(["PRODUCING", "PRESENTED"]);
   if (interrupted.length === 0) return;
-  let position: string | undefined;
-  try {
-    position = (await printer.readStatus()).cardPosition;
-  } catch (err) {
-    log.error({ err }, "could not read the printer's card position during recovery");
-  }
+  let position = (await printer.readStatus()).cardPosition;
   for (const row of interrupted) {
     const id = row.operationId;
-    let event: OutboxEvent | null;
-    if (row.state === "PRESENTED" && position === "NONE") {
-      log.warn(
-        { operationId: id },
-        "agent stopped while the card was presented; the mouth is empty: card taken",
-      );
-      event = store.transition(id, "PRESENTED", "DONE");
-    } else {
+    const decision = decide(row, position);
+    log.warn({ operationId: id, state: row.state, position, outcome: decision.outcome }, "recovering a job");
+    if (decision.clear) {
+      // A retract is recorded before it is sent, so dying inside it again leads to the same decision.
+      if (row.state === "PRESENTED" && position === "BEZEL") {
+        store.setRetractIntent(id, row.retractReason ?? REASONS.INTERRUPTED);
+      }
       try {
         if (position === "BEZEL") await printer.retractToCaptureBin();
-        else if (position && position !== "NONE") await printer.rejectCard();
+        else if (position !== "NONE") await printer.rejectCard();
         position = "NONE";
       } catch (err) {
         log.error({ err, operationId: id }, "could not clear the card left by an interrupted job");
       }
-      log.warn({ operationId: id, state: row.state }, "job interrupted by an agent stop; not re-run");
-      event = store.transition(id, row.state, "FAILED", {
-        reason: REASONS.INTERRUPTED,
-        errorCode: REASONS.INTERRUPTED,
-        error: `agent stopped during ${row.state.toLowerCase()}`,
-      });
     }
+    const event =
+      decision.outcome === "DONE"
+        ? store.transition(id, "PRESENTED", "DONE")
+        : store.transition(id, row.state, "FAILED", {
+            reason: decision.reason,
+            errorCode: decision.reason,
+            error: `agent stopped during ${row.state.toLowerCase()}`,
+          });
     if (event) options.onEvent(event);
   }
+}
+
+type Decision = { outcome: "DONE"; clear: false } | { outcome: "FAILED"; reason: string; clear: boolean };
+
+function decide(row: JobRow, position: string): Decision {
+  if (row.state === "PRESENTED" && row.retractReason) {
+    return { outcome: "FAILED", reason: row.retractReason, clear: position !== "NONE" };
+  }
+  if (row.state === "PRESENTED" && position === "NONE") return { outcome: "DONE", clear: false };
+  return { outcome: "FAILED", reason: REASONS.INTERRUPTED, clear: position !== "NONE" };
 }

@@ -17,6 +17,8 @@ export interface JobRow {
   error: string | null;
   maskedPan: string | null;
   collectTimeoutSec: number | null;
+  /** Set while a retract from the mouth is under way: the reason it ends the job with. */
+  retractReason: string | null;
   acceptedAt: string;
   endedAt: string | null;
   updatedAt: string;
@@ -85,6 +87,7 @@ interface RawJobRow {
   error: string | null;
   masked_pan: string | null;
   collect_timeout_sec: number | null;
+  retract_reason: string | null;
   accepted_at: string;
   ended_at: string | null;
   updated_at: string;
@@ -100,7 +103,7 @@ interface RawEventRow {
 }
 
 const JOB_COLUMNS =
-  "operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan, collect_timeout_sec, accepted_at, ended_at, updated_at";
+  "operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan, collect_timeout_sec, retract_reason, accepted_at, ended_at, updated_at";
 
 /**
  * The job store: a real SQLite file in WAL mode with synchronous=FULL, so a job D1 was told we
@@ -267,6 +270,17 @@ export class JobStore {
     })();
     if (terminal) this.scrubWal();
     return event;
+  }
+
+  /**
+   * Commits, before the retract command is sent, that the card of this PRESENTED job is being pulled
+   * back from the mouth and why; recovery reads it if the agent dies before the job ends.
+   */
+  setRetractIntent(operationId: string, reason: string): void {
+    const changed = this.db
+      .prepare("UPDATE jobs SET retract_reason = ? WHERE operation_id = ? AND state = 'PRESENTED'")
+      .run(reason, operationId).changes;
+    if (changed === 0) throw new StoreError("STALE_STATE", `job ${operationId} is not PRESENTED`);
   }
 
   get(operationId: string): JobRow | undefined {
@@ -457,6 +471,7 @@ function toJobRow(r: RawJobRow): JobRow {
     error: r.error,
     maskedPan: r.masked_pan,
     collectTimeoutSec: r.collect_timeout_sec,
+    retractReason: r.retract_reason,
     acceptedAt: r.accepted_at,
     endedAt: r.ended_at,
     updatedAt: r.updated_at,

@@ -84,6 +84,16 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
         FROM jobs ORDER BY queue_seq;
     `,
   },
+  {
+    version: 3,
+    sql: `
+      -- A physical action the agent committed to *before* sending it (docs/recovery.md): a card about
+      -- to be retracted from the mouth is recorded here first, so a restart that finds the mouth empty
+      -- can tell "retracted by us" from "taken by the cardholder". Value: the D1 reason the retract
+      -- ends the job with (CB_TIME, SHUTDOWN, …). NULL: no action pending.
+      ALTER TABLE jobs ADD COLUMN retract_reason TEXT;
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

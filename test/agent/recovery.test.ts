@@ -22,6 +22,7 @@ async function stage(
   binding: VirtualSerialBinding,
   leftIn: JobState,
   card: CardPlace,
+  retractReason?: string,
 ): Promise<string> {
   const j = job();
   const id = j.operationId as string;
@@ -33,6 +34,7 @@ async function stage(
   store.accept({ kind: "valid", operationId: id, cardId: j.cardId as string, jobJson: JSON.stringify(j) });
   if (leftIn !== "READY") store.transition(id, "READY", "PRODUCING");
   if (leftIn === "PRESENTED") store.transition(id, "PRODUCING", "PRESENTED");
+  if (retractReason) store.setRetractIntent(id, retractReason);
   store.close();
   if (card !== "none") {
     const transport = new SerialTransport({ path: PRINTER_PATH, baudRate: 115200, binding });
@@ -51,12 +53,12 @@ describe("crash recovery at start (docs/recovery.md)", () => {
     await rig.close();
   });
 
-  async function restartWith(leftIn: JobState, card: CardPlace): Promise<string> {
+  async function restartWith(leftIn: JobState, card: CardPlace, retractReason?: string): Promise<string> {
     let id = "";
     rig = await startRig({
       takeAfterMs: null,
       prepare: async ({ dataDir, binding }) => {
-        id = await stage(dataDir, binding, leftIn, card);
+        id = await stage(dataDir, binding, leftIn, card, retractReason);
       },
     });
     await rig.emulator.waitFor(() => rig.emulator.terminalCount(id) > 0, 10_000);
@@ -94,6 +96,23 @@ describe("crash recovery at start (docs/recovery.md)", () => {
   it("PRESENTED with the mouth empty → the cardholder took it: CARD_PROD_DONE", async () => {
     const id = await restartWith("PRESENTED", "none");
     expect(rig.emulator.latest(id)?.details).toEqual({ status: "CARD_PROD_DONE" });
+  });
+
+  it("PRESENTED committed but the card still inside (killed before Seb) → rejected, INTERRUPTED", async () => {
+    const id = await restartWith("PRESENTED", "inside");
+    expect(rig.emulator.latest(id)?.details).toEqual({ status: "CARD_PROD_EXCEPTION", reason: "INTERRUPTED" });
+    expect(rig.printer.record.map((c) => c.outcome)).toEqual(["rejected"]);
+  });
+
+  it("PRESENTED with a CB_TIME retract under way, mouth empty → it was retracted: CB_TIME, not DONE", async () => {
+    const id = await restartWith("PRESENTED", "none", "CB_TIME");
+    expect(rig.emulator.latest(id)?.details).toEqual({ status: "CARD_PROD_EXCEPTION", reason: "CB_TIME" });
+  });
+
+  it("PRESENTED with a CB_TIME retract under way, card still in the mouth → retract finished, CB_TIME", async () => {
+    const id = await restartWith("PRESENTED", "mouth", "CB_TIME");
+    expect(rig.emulator.latest(id)?.details).toEqual({ status: "CARD_PROD_EXCEPTION", reason: "CB_TIME" });
+    expect(rig.printer.record.map((c) => c.outcome)).toEqual(["captured"]);
   });
 
   it("READY → simply produced after the restart", async () => {
