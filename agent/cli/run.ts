@@ -1,5 +1,6 @@
 import { autoDetect } from "@serialport/bindings-cpp";
 import { pino } from "pino";
+import { PcscApduTransport } from "../../drivers/chip/pcsc-transport.js";
 import { KioskAgent } from "../agent.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import { createLogger } from "../log/logger.js";
@@ -43,7 +44,14 @@ export async function runCommand(argv: string[]): Promise<number> {
   });
   let agent: KioskAgent;
   try {
-    agent = new KioskAgent(config, { logger, serialBinding: autoDetect() });
+    const chip = config.chip.reader
+      ? new PcscApduTransport({
+          reader: config.chip.reader,
+          cardTimeoutMs: config.chip.cardTimeoutMs,
+          logger,
+        })
+      : undefined;
+    agent = new KioskAgent(config, { logger, serialBinding: autoDetect(), ...(chip ? { chip } : {}) });
   } catch (err) {
     // A TLS or key file that cannot be used: the message names the config key and the file.
     console.error(`kiosk-agent: cannot start: ${(err as Error).message}`);

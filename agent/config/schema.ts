@@ -4,13 +4,13 @@ import { z } from "zod";
  * The agent's configuration: one file plus environment overrides (config/load.ts). Every key has a
  * stated default where a safe one exists; the ones that identify the kiosk do not.
  */
-export const ConfigSchema = z.object({
-  station: z.object({
+export const ConfigSchema = z.strictObject({
+  station: z.strictObject({
     /** This kiosk's persoStation id, as D1 knows it (e.g. KIOSK-PS-101). */
     id: z.string().min(1).max(64),
   }),
   d1: z
-    .object({
+    .strictObject({
       /** wss:// in production; plain ws:// only with `allowInsecure` (docs/security.md). */
       url: z.url({ protocol: /^wss?$/, error: "must be a ws:// or wss:// URL" }),
       /** Bearer token sent in the Authorization header when dialling D1. */
@@ -20,7 +20,7 @@ export const ConfigSchema = z.object({
       pingIntervalMs: z.number().int().min(100).max(300_000).default(15_000),
       missedPongs: z.number().int().min(1).max(10).default(2),
       backoff: z
-        .object({
+        .strictObject({
           initialMs: z.number().int().min(10).default(500),
           maxMs: z.number().int().min(100).default(30_000),
         })
@@ -32,7 +32,7 @@ export const ConfigSchema = z.object({
        * system CAs when absent); `certFile` + `keyFile` give the agent a client certificate (mutual TLS).
        */
       tls: z
-        .object({
+        .strictObject({
           caFile: z.string().min(1).optional(),
           certFile: z.string().min(1).optional(),
           keyFile: z.string().min(1).optional(),
@@ -58,12 +58,12 @@ export const ConfigSchema = z.object({
     }),
   /** Where the job database and the data key live. */
   dataDir: z.string().min(1),
-  printer: z.object({
+  printer: z.strictObject({
     /** Serial device path, e.g. /dev/ttyUSB0. */
     path: z.string().min(1),
     baudRate: z.number().int().positive().default(115_200),
     timeouts: z
-      .object({
+      .strictObject({
         defaultMs: z.number().int().positive().default(5_000),
         printMs: z.number().int().positive().default(60_000),
         magMs: z.number().int().positive().default(15_000),
@@ -73,7 +73,7 @@ export const ConfigSchema = z.object({
     statusPollMs: z.number().int().min(10).max(60_000).default(2_000),
     /** Re-open backoff after the port disappeared (cable pulled, USB reset). */
     reopen: z
-      .object({
+      .strictObject({
         initialMs: z.number().int().min(10).default(500),
         maxMs: z.number().int().min(100).default(10_000),
       })
@@ -85,30 +85,38 @@ export const ConfigSchema = z.object({
    */
   magstripe: z
     .discriminatedUnion("kind", [
-      z.object({ kind: z.literal("printer") }),
-      z.object({
+      z.strictObject({ kind: z.literal("printer") }),
+      z.strictObject({
         kind: z.literal("msr206-hid"),
         path: z.string().min(1).optional(),
         vendorId: z.number().int().min(0).max(0xffff).optional(),
         productId: z.number().int().min(0).max(0xffff).optional(),
         timeouts: z
-          .object({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
+          .strictObject({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
           .partial()
           .optional(),
       }),
-      z.object({
+      z.strictObject({
         kind: z.literal("msr206-serial"),
         path: z.string().min(1),
         baudRate: z.number().int().positive().optional(),
         timeouts: z
-          .object({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
+          .strictObject({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
           .partial()
           .optional(),
       }),
     ])
     .default({ kind: "printer" }),
+  /** The PC/SC reader at the printer's contact station; absent: the kiosk has no chip step. */
+  chip: z
+    .strictObject({
+      /** The reader's PC/SC name (an exact match wins, else the first name starting with it). */
+      reader: z.string().min(1).optional(),
+      cardTimeoutMs: z.number().int().positive().default(5_000),
+    })
+    .default({ cardTimeoutMs: 5_000 }),
   production: z
-    .object({
+    .strictObject({
       /** How long a presented card waits in the mouth when the job does not say (collectTimeoutSec). */
       defaultCollectTimeoutSec: z.number().int().min(5).max(600).default(60),
       /**
@@ -120,7 +128,7 @@ export const ConfigSchema = z.object({
     .default({ defaultCollectTimeoutSec: 60, holdWhileStoppedSec: 120 }),
   /** The local web console and status API (docs/console.md). Off unless enabled. */
   console: z
-    .object({
+    .strictObject({
       enabled: z.boolean().default(false),
       /** Loopback by default: the console is for a technician at the kiosk, not for the network. */
       host: z.string().min(1).default("127.0.0.1"),
@@ -132,7 +140,7 @@ export const ConfigSchema = z.object({
     .default({ enabled: false, host: "127.0.0.1", port: 8787 }),
   /** Health and metrics HTTP endpoint, always on 127.0.0.1 (docs/operations.md). Off unless enabled. */
   health: z
-    .object({
+    .strictObject({
       enabled: z.boolean().default(false),
       /** 0 = an ephemeral port (tests). */
       port: z.number().int().min(0).max(65_535).default(9464),
@@ -140,7 +148,7 @@ export const ConfigSchema = z.object({
     .default({ enabled: false, port: 9464 }),
   /** SIGTERM handling (docs/operations.md#stopping). */
   shutdown: z
-    .object({
+    .strictObject({
       /** How long a card in hand may take to finish or be parked before the agent gives up on it. */
       graceSec: z.number().min(0).max(600).default(30),
       /** How long to wait for D1 to acknowledge the last statuses before closing the link. */
@@ -149,7 +157,7 @@ export const ConfigSchema = z.object({
     .default({ graceSec: 30, flushSec: 5 }),
   /** Encrypted job payloads (JWE, docs/security.md). */
   jwe: z
-    .object({
+    .strictObject({
       /** The station's private key (PKCS#8 PEM, `kiosk-agent keys generate`); must be mode 0600. */
       privateKeyFile: z.string().min(1).optional(),
       /** Refuse plain production data: every job must carry it encrypted. */
@@ -157,13 +165,13 @@ export const ConfigSchema = z.object({
     })
     .default({ required: false }),
   store: z
-    .object({
+    .strictObject({
       /** Finished jobs and their acknowledged events are kept this long for audit, then deleted. */
       retentionDays: z.number().min(1).max(3650).default(90),
     })
     .default({ retentionDays: 90 }),
   log: z
-    .object({
+    .strictObject({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),
       /** A file to append JSON log lines to; stdout when absent (journald picks it up). */
       file: z.string().optional(),

@@ -15,7 +15,7 @@ import { AgentProcess } from "./agent-process.js";
 import { checkRun, type RecordedOperation, type Verdict } from "./checks.js";
 import { Random } from "./random.js";
 
-const USAGE = `Usage: npm run crash -- [--iterations N] [--seed S] [--keep] [--verbose] [--strict] [--standby N]
+const USAGE = `Usage: npm run crash -- [--iterations N] [--seed S] [--keep] [--verbose] [--lenient] [--standby N]
 
 Runs the real agent (node bin/kiosk-agent.mjs run) as a child process against the D1 emulator and the
 virtual printer on a pseudo-terminal, SIGKILLs it N times at chosen moments, restarts it, drains, and
@@ -26,8 +26,10 @@ checks D1's record and the printer's card record. docs/crash-harness.md explains
   --keep          keep the temp dir (agent logs, D1 record, card record, verdict); kept anyway
                   when a check finds anything
   --verbose       one progress line per kill on stderr
-  --strict        also fail on outcome or cancel mismatches, unmatched cards, protocol violations,
-                  events left in the outbox, an agent that exited or did not start by itself
+  --lenient       fail only on lost / duplicateCards / orderViolations; by default the run also
+                  fails on outcome or cancel mismatches (a status that contradicts where the card
+                  went), unmatched cards, protocol violations, events left in the outbox, an agent
+                  that exited or did not start by itself
   --standby N     agents loading ahead while the current one runs (default 2)
 
 The last line of stdout is one JSON object; exit code 1 if lost, duplicateCards or orderViolations
@@ -828,7 +830,7 @@ async function main(argv: string[]): Promise<number> {
         seed: { type: "string" },
         keep: { type: "boolean" },
         verbose: { type: "boolean" },
-        strict: { type: "boolean" },
+        lenient: { type: "boolean" },
         standby: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -860,7 +862,7 @@ async function main(argv: string[]): Promise<number> {
     seed,
     keep: values["keep"] === true,
     verbose: values["verbose"] === true,
-    strict: values["strict"] === true,
+    strict: values["lenient"] !== true,
     standby,
   });
   console.log(JSON.stringify(summary));

@@ -55,6 +55,14 @@ describe("configuration errors name the key and what is wrong", () => {
     ]);
   });
 
+  it("a misspelt key is an error, not a silent default", () => {
+    const raw = base();
+    (raw as Record<string, unknown>).production = { holdWhileStopedSec: 5 };
+    const found = problems(raw);
+    expect(found).toHaveLength(1);
+    expect(found[0]).toMatch(/^production: .*holdWhileStopedSec/);
+  });
+
   it("wrong type", () => {
     const raw = base();
     (raw.printer as Record<string, unknown>).baudRate = "fast";

@@ -101,7 +101,7 @@ export async function startOpsRig(options: OpsRigOptions = {}): Promise<OpsRig> 
     ...c,
     d1: { url, token, allowInsecure: true, backoff: { initialMs: 20, maxMs: 100 }, ...c.d1 },
     printer: { path: PRINTER_PATH, statusPollMs: 20, reopen: { initialMs: 20, maxMs: 200 }, ...c.printer },
-    production: { defaultCollectTimeoutSec: 30, takePollMs: 10, holdWhileStoppedSec: 5, ...c.production },
+    production: { defaultCollectTimeoutSec: 30, holdWhileStoppedSec: 5, ...c.production },
   });
   const agent = new KioskAgent(config, {
     logger: log.logger,
