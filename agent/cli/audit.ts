@@ -1,5 +1,5 @@
 import { AuditError, readAudit, toCsv } from "../audit/audit-log.js";
-import { parseCommandArgs, UsageError } from "./args.js";
+import { parseOrExitCode } from "./args.js";
 
 const HELP = `Usage: kiosk-agent audit export --data-dir DIR [--format csv|json] [--since ISO] [--operation ID]
 
@@ -11,30 +11,19 @@ export async function auditCommand(
   argv: string[],
   write: (text: string) => void = (t) => process.stdout.write(t),
 ): Promise<number> {
-  let parsed: ReturnType<typeof parseCommandArgs>;
-  try {
-    parsed = parseCommandArgs(
-      argv,
-      {
-        "data-dir": { type: "string", short: "d" },
-        format: { type: "string", short: "f" },
-        since: { type: "string" },
-        operation: { type: "string" },
-      },
-      true,
-    );
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`${err.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw err;
-  }
-  const v = parsed.values as Record<string, string | boolean | undefined>;
-  if (v.help) {
-    console.log(HELP);
-    return 0;
-  }
+  const parsed = parseOrExitCode(
+    argv,
+    {
+      "data-dir": { type: "string", short: "d" },
+      format: { type: "string", short: "f" },
+      since: { type: "string" },
+      operation: { type: "string" },
+    },
+    HELP,
+    { allowPositionals: true },
+  );
+  if (typeof parsed === "number") return parsed;
+  const v = parsed.values;
   const [sub, ...extra] = parsed.positionals;
   const dataDir = v["data-dir"];
   const format = v.format ?? "csv";

@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig } from "../config/load.js";
-import { parseCommandArgs, UsageError } from "./args.js";
+import { parseOrExitCode } from "./args.js";
 
 const HELP = `Usage: kiosk-agent config check FILE
 
@@ -7,21 +7,9 @@ Validates FILE (JSON) with the environment overrides applied (KIOSK_AGENT__SECTI
 Prints each problem as 'key.path: what is wrong'. Exit 0 valid, 1 invalid, 2 usage.`;
 
 export async function configCheckCommand(argv: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parseCommandArgs>;
-  try {
-    parsed = parseCommandArgs(argv, {}, true);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`${err.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw err;
-  }
+  const parsed = parseOrExitCode(argv, {}, HELP, { allowPositionals: true });
+  if (typeof parsed === "number") return parsed;
   const [sub, file] = parsed.positionals;
-  if (parsed.values.help) {
-    console.log(HELP);
-    return 0;
-  }
   if (sub !== "check" || !file) {
     console.error(HELP);
     return 2;

@@ -1,5 +1,5 @@
 import { generateStationKeyPair, KeyFileError } from "../crypto/jwe.js";
-import { parseCommandArgs, UsageError } from "./args.js";
+import { parseOrExitCode } from "./args.js";
 
 const HELP = `Usage: kiosk-agent keys generate --out DIR [--force]
 
@@ -10,24 +10,13 @@ Makes the station's key pair for encrypted job payloads (JWE ECDH-ES+A256KW / A2
 An existing private key is never replaced without --force. See docs/security.md.`;
 
 export async function keysCommand(argv: string[]): Promise<number> {
-  let parsed: ReturnType<typeof parseCommandArgs>;
-  try {
-    parsed = parseCommandArgs(
-      argv,
-      { out: { type: "string", short: "o" }, force: { type: "boolean" } },
-      true,
-    );
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`${err.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw err;
-  }
-  if (parsed.values.help) {
-    console.log(HELP);
-    return 0;
-  }
+  const parsed = parseOrExitCode(
+    argv,
+    { out: { type: "string", short: "o" }, force: { type: "boolean" } },
+    HELP,
+    { allowPositionals: true },
+  );
+  if (typeof parsed === "number") return parsed;
   const [sub, ...extra] = parsed.positionals;
   const out = parsed.values.out;
   if (sub !== "generate" || extra.length > 0 || typeof out !== "string" || out === "") {

@@ -4,7 +4,7 @@ import { PcscApduTransport } from "../../drivers/chip/pcsc-transport.js";
 import { KioskAgent } from "../agent.js";
 import { ConfigError, loadConfig } from "../config/load.js";
 import { createLogger } from "../log/logger.js";
-import { parseCommandArgs, UsageError } from "./args.js";
+import { parseOrExitCode } from "./args.js";
 
 const HELP = `Usage: kiosk-agent run --config FILE
 
@@ -14,20 +14,9 @@ the card in hand finished or parked within shutdown.graceSec, statuses flushed, 
 Environment overrides: KIOSK_AGENT__SECTION__KEY=value (e.g. KIOSK_AGENT__D1__TOKEN).`;
 
 export async function runCommand(argv: string[]): Promise<number> {
-  let values: { config?: string | boolean; help?: string | boolean };
-  try {
-    ({ values } = parseCommandArgs(argv, { config: { type: "string", short: "c" } }));
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`${err.message}\n\n${HELP}`);
-      return 2;
-    }
-    throw err;
-  }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
+  const parsed = parseOrExitCode(argv, { config: { type: "string", short: "c" } }, HELP);
+  if (typeof parsed === "number") return parsed;
+  const { values } = parsed;
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(typeof values.config === "string" ? values.config : undefined);

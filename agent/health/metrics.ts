@@ -1,7 +1,7 @@
 import type { EventEmitter } from "node:events";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { PrinterSnapshot, PrinterState } from "../devices/printer-supervisor.js";
-import type { JobState } from "../jobs/state-machine.js";
+import { JOB_STATES, type JobState } from "../jobs/state-machine.js";
 import type { PipelineEvents } from "../pipeline/pipeline.js";
 import type { Clock } from "../util/clock.js";
 
@@ -14,15 +14,6 @@ export interface MetricsSource {
   pipeline: EventEmitter<PipelineEvents>;
 }
 
-export const JOB_STATES: readonly JobState[] = [
-  "READY",
-  "PRODUCING",
-  "PRESENTED",
-  "DONE",
-  "DATA_EXCEPTION",
-  "FAILED",
-  "CANCELED",
-];
 export const PRINTER_STATES: readonly PrinterState[] = ["connecting", "idle", "busy", "stopped", "offline"];
 
 /** Seconds; a card step takes from milliseconds (insert) to a minute (collect). */
