@@ -100,7 +100,10 @@ describe("crash recovery at start (docs/recovery.md)", () => {
 
   it("PRESENTED committed but the card still inside (killed before Seb) → rejected, INTERRUPTED", async () => {
     const id = await restartWith("PRESENTED", "inside");
-    expect(rig.emulator.latest(id)?.details).toEqual({ status: "CARD_PROD_EXCEPTION", reason: "INTERRUPTED" });
+    expect(rig.emulator.latest(id)?.details).toEqual({
+      status: "CARD_PROD_EXCEPTION",
+      reason: "INTERRUPTED",
+    });
     expect(rig.printer.record.map((c) => c.outcome)).toEqual(["rejected"]);
   });
 
