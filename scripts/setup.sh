@@ -28,6 +28,9 @@ fi
 # better-sqlite3 and the serialport/HID addons compile against the local Node headers.
 [ -d /usr/include/node ] && export npm_config_nodedir=/usr
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm install` rather than `npm ci`: it installs the locked versions just the same, but tolerates
+  # an optional platform package the registry does not serve (rollup's android/darwin builds are
+  # absent from the registry this project's machines reach, which makes `npm ci` refuse the lock).
+  echo "setup: npm install (locked versions)"
+  npm install --no-audit --no-fund --loglevel=error
 fi
