@@ -28,6 +28,9 @@ export function luhnValid(digits: string): boolean {
 
 // A digit run of 13–19 digits, optionally grouped by single spaces or dashes ("5266 0922 0141 6174").
 const DIGIT_RUN = /\d(?:[ -]?\d){12,22}/g;
+// UUIDs (every operationId) are left whole: their dash-separated digit groups can form a Luhn-valid
+// run, and masking one at random would cost operations the id that correlates a card's log lines.
+const UUID = /[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}/g;
 // Track 2 body (PAN=YYMM…) and track 1 body (B PAN ^ NAME ^ YYMM…), with or without sentinels.
 const TRACK2_LIKE = /;?\d{12,19}=\d{4,}\??/g;
 const TRACK1_LIKE = /%?B\d{12,19}\^[^^\n]{0,26}\^\d{4,}[^\s"',}]*/g;
@@ -38,6 +41,16 @@ const TRACK1_LIKE = /%?B\d{12,19}\^[^^\n]{0,26}\^\d{4,}[^\s"',}]*/g;
  */
 export function redactText(text: string): string {
   if (!/\d{4}/.test(text)) return text;
+  let out = "";
+  let last = 0;
+  for (const m of text.matchAll(UUID)) {
+    out += redactCardData(text.slice(last, m.index)) + m[0];
+    last = m.index + m[0].length;
+  }
+  return out + redactCardData(text.slice(last));
+}
+
+function redactCardData(text: string): string {
   return text
     .replace(TRACK1_LIKE, "[TRACK1]")
     .replace(TRACK2_LIKE, "[TRACK2]")

@@ -24,6 +24,16 @@ describe("PAN masking", () => {
     expect(out).toContain("1234567890123"); // not Luhn-valid: an order number stays readable
   });
 
+  it("never masks the digit groups of a UUID (operationIds must stay readable in logs)", () => {
+    // 5562-6839-8560-8835-51 is 18 digits and passes Luhn: inside a UUID it is not a PAN.
+    expect(luhnValid("556268398560883551")).toBe(true);
+    const id = "0ece5562-6839-8560-8835-51c5e95a5e8a";
+    expect(redactText(`operationId ${id}`)).toBe(`operationId ${id}`);
+    expect(redactText("a 24-digit reference 000000005266092201416174 hides a PAN")).not.toContain(
+      "5266092201416174",
+    );
+  });
+
   it("redacts deep inside objects and errors", () => {
     const out = JSON.stringify(
       redactDeep({ a: [{ b: "x 4111111111111111 y" }], e: new Error("pan 4111111111111111") }),
