@@ -31,8 +31,12 @@ export interface PrinterTimeouts {
   magMs: number;
 }
 
-/** The longest single `Wbz` wait; longer collect timeouts are several chunks. */
-const MAX_TAKE_WAIT_CHUNK_MS = 30_000;
+/**
+ * The longest single `Wbz` wait; longer collect timeouts are several chunks. Short, because the
+ * line is busy while a chunk runs: a SIGTERM or a status read waits for the chunk to end. A take
+ * is still seen at once (the printer answers the moment the mouth empties).
+ */
+const MAX_TAKE_WAIT_CHUNK_MS = 2_000;
 
 export const DEFAULT_PRINTER_TIMEOUTS: PrinterTimeouts = { defaultMs: 5_000, printMs: 60_000, magMs: 15_000 };
 
@@ -236,7 +240,8 @@ export class PrinterDriver {
    * Waits until the cardholder takes the card (true) or `timeoutMs` passes with the card still in
    * the mouth (false). Uses the long-poll `Wbz;<ms>`: the printer answers the moment the mouth
    * empties, so D1 hears CARD_PROD_DONE without a polling delay and the line stays quiet meanwhile.
-   * Long waits are cut into chunks so a lost reply costs at most one chunk.
+   * Long waits are cut into 2 s chunks, so a lost reply costs at most one chunk and a stopping agent
+   * regains the line within 2 s.
    */
   async waitForCardTaken(timeoutMs: number): Promise<boolean> {
     const deadline = this.clock.now() + timeoutMs;
