@@ -1,5 +1,5 @@
 import type { Logger } from "../../agent/log/logger.js";
-import { type Clock, delay } from "../../agent/util/clock.js";
+import type { Clock } from "../../agent/util/clock.js";
 import { Mutex } from "../../agent/util/mutex.js";
 import { DeviceError } from "../device-fault.js";
 import { tracksToWrite } from "../magstripe/encoder.js";
