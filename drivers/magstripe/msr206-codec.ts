@@ -1,6 +1,6 @@
 import type { DeviceFault } from "../device-fault.js";
 import type { Coercivity, MagstripeTracks } from "./encoder.js";
-import { isEncodableTrack, isTrackDataChar, TRACK_SPECS, type TrackNumber } from "./iso7813.js";
+import { isEncodableTrack, TRACK_SPECS, type TrackNumber } from "./iso7813.js";
 
 /**
  * MSR206 / MSR605 command set (shared/devices.md §2, docs/devices.md "Magnetic stripe encoder"), pure

@@ -1,5 +1,4 @@
 import type { DeviceFault } from "../device-fault.js";
-import { isTrackDataChar, TRACK_SPECS, type TrackNumber } from "../magstripe/iso7813.js";
 import { assertPanelSize } from "./raster/geometry.js";
 
 /**
