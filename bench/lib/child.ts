@@ -1,0 +1,100 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import type { ChildOptions } from "../agent-child.js";
+import { nowMs } from "./util.js";
+
+const REPO = fileURLToPath(new URL("../../", import.meta.url));
+const ENTRY = fileURLToPath(new URL("../agent-child.ts", import.meta.url));
+
+export interface ReadyInfo {
+  pid: number;
+  timeOrigin: number;
+  readyAbs: number;
+  /** performance.now() values inside the child (ms since its process start). */
+  marks: Record<string, number>;
+  /** nowMs() in the parent just before spawn, and when the ready message arrived. */
+  spawnedAt: number;
+  readyReceivedAt: number;
+}
+
+export interface TakenEvent {
+  operationId: string | undefined;
+  at: number;
+}
+
+/**
+ * The parent's handle on bench/agent-child.ts: spawn, wait for ready, request/reply over IPC.
+ * Extra node flags (e.g. `--cpu-prof`, `--expose-gc`) come from `nodeArgs` and from
+ * BENCH_CHILD_NODE_ARGS, so any figure can be profiled without editing the harness.
+ */
+export class AgentChild {
+  readonly process: ChildProcess;
+  readonly ready: Promise<ReadyInfo>;
+  readonly exited: Promise<number | null>;
+  onTaken: ((event: TakenEvent) => void) | undefined;
+  /** The agent handed a notify with CARD_PROD_DONE to its socket. */
+  onDoneSent: ((event: TakenEvent) => void) | undefined;
+  private seq = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+
+  /**
+   * `precompiled`: a bundle of agent-child.ts from precompile() run by plain node; default: the
+   * TypeScript entry under the tsx loader, as the product runs (bin/kiosk-agent.mjs registers tsx).
+   */
+  constructor(options: ChildOptions, run: { nodeArgs?: string[]; precompiled?: string } = {}) {
+    const extra = (process.env["BENCH_CHILD_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
+    const entry = run.precompiled ? [run.precompiled] : ["--import", "tsx", ENTRY];
+    const spawnedAt = nowMs();
+    this.process = spawn(
+      process.execPath,
+      [...(run.nodeArgs ?? []), ...extra, ...entry, JSON.stringify(options)],
+      { cwd: REPO, stdio: ["ignore", "inherit", "inherit", "ipc"] },
+    );
+    this.exited = new Promise((resolve) => this.process.once("exit", (code) => resolve(code)));
+    this.ready = new Promise((resolve, reject) => {
+      this.process.once("exit", (code) => reject(new Error(`agent child exited (${code}) before ready`)));
+      this.process.on("message", (m: Record<string, unknown>) => {
+        if (m["ev"] === "ready") {
+          resolve({ ...(m as unknown as ReadyInfo), spawnedAt, readyReceivedAt: nowMs() });
+        } else if (m["ev"] === "taken") {
+          this.onTaken?.(m as unknown as TakenEvent);
+        } else if (m["ev"] === "done-sent") {
+          this.onDoneSent?.(m as unknown as TakenEvent);
+        } else if (typeof m["id"] === "number") {
+          const p = this.pending.get(m["id"]);
+          if (!p) return;
+          this.pending.delete(m["id"]);
+          if (m["ok"]) p.resolve(m["result"]);
+          else p.reject(new Error(`agent child: ${String(m["error"])}`));
+        }
+      });
+    });
+    this.ready.catch(() => undefined);
+    this.process.once("exit", () => {
+      for (const p of this.pending.values()) p.reject(new Error("agent child exited"));
+      this.pending.clear();
+    });
+  }
+
+  get pid(): number {
+    return this.process.pid!;
+  }
+
+  request<T = Record<string, unknown>>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+    const id = ++this.seq;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.process.send({ id, cmd, ...args });
+    });
+  }
+
+  /** Stops the agent cleanly (agent.stop()) and waits for the process to end. */
+  async stop(): Promise<void> {
+    if (this.process.exitCode !== null) return;
+    await this.request("stop").catch(() => undefined);
+    this.process.disconnect();
+    const timer = setTimeout(() => this.process.kill("SIGKILL"), 10_000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
