@@ -280,7 +280,8 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         if (left <= 0) throw new ShutdownRequested("agent stopping: card not taken within the grace period");
         slice = Math.min(slice, left);
       }
-      if (await printer.waitForCardTaken(Math.max(0, slice))) return true;
+      // One bounded wait at a time, so a stop or a cancel begun meanwhile is seen within 2 s.
+      if (await printer.waitForCardTaken(Math.max(0, Math.min(slice, TAKE_WAIT_SLICE_MS)))) return true;
       if (clock.now() >= deadline) return false;
     }
   }
@@ -320,6 +321,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     }
   }
 }
+
+/** The longest single wait for the take before the pipeline looks at a stop again. */
+const TAKE_WAIT_SLICE_MS = 2_000;
 
 /** Thrown at a step boundary, or at the end of the grace period, while the agent is stopping. */
 class ShutdownRequested extends CodedError<"SHUTDOWN"> {
