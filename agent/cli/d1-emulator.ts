@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
 import type { Operation } from "../d1/operation.js";
 import { makeSampleJob } from "../jobs/sample-jobs.js";
 import { parseCommandArgs, UsageError } from "./args.js";
+import { readJobsFile, shortId as short } from "./jobs-file.js";
 
 export const D1_EMULATOR_HELP = `Usage: kiosk-agent d1-emulator [options]
 
@@ -212,19 +213,4 @@ function statusOf(op: Operation): string {
     .filter(Boolean)
     .join(" ");
   return `${op.details.status.padEnd(20)} ${op.status.padEnd(10)} ${extra}`.trimEnd();
-}
-
-function short(id: string): string {
-  return id.length > 13 ? `${id.slice(0, 13)}…` : id;
-}
-
-function readJobsFile(file: string): unknown[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new UsageError(`--jobs-file ${file}: ${(err as Error).message}`);
-  }
-  if (!Array.isArray(parsed)) throw new UsageError(`--jobs-file ${file}: must hold a JSON array of jobs`);
-  return parsed;
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pino } from "pino";
@@ -16,6 +16,7 @@ import type { Operation } from "../d1/operation.js";
 import { makeSampleJob } from "../jobs/sample-jobs.js";
 import { createLogger } from "../log/logger.js";
 import { parseCommandArgs, UsageError } from "./args.js";
+import { readJobsFile, shortId as short } from "./jobs-file.js";
 
 const PRINTER_FAULT_NAMES = Object.keys(FAULT_RULES) as PrinterFaultName[];
 
@@ -322,10 +323,6 @@ function describeOperation(op: Operation): string {
   return `${short(op.operationId)}  ${op.details.status.padEnd(20)} ${op.status.padEnd(10)} ${extra}`;
 }
 
-function short(id: string): string {
-  return id.length > 13 ? `${id.slice(0, 13)}…` : id;
-}
-
 function sampleJobs(n: number, station: string, withChip = false): unknown[] {
   const runId = randomBytes(4).toString("hex");
   return Array.from({ length: n }, (_, i) =>
@@ -349,15 +346,4 @@ function parseChipFault(name: string | undefined): string | undefined {
 function parseChipMode(mode: string | undefined): ChipMode | undefined {
   if (mode === undefined || mode === "pcsc" || mode === "inproc") return mode;
   throw new UsageError("--chip must be pcsc or inproc");
-}
-
-function readJobsFile(file: string): unknown[] {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new UsageError(`--jobs-file ${file}: ${(err as Error).message}`);
-  }
-  if (!Array.isArray(parsed)) throw new UsageError(`--jobs-file ${file}: must hold a JSON array of jobs`);
-  return parsed;
 }
