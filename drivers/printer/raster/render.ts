@@ -55,8 +55,29 @@ const STRIDE: number = BYTES_PER_LINE;
 
 let fontChecked = false;
 
+/**
+ * Only the band of dots the text can reach is rendered, straight into the panel: resvg's cost is per
+ * pixel of canvas and a card's text covers about a fifth of it (19–24 → 6–7 ms a panel,
+ * docs/performance.md). The band is cut at whole dots so resvg samples exactly as on the full canvas:
+ * the panel is dot-for-dot the one `landscapeToPanel(renderLandscape(lines))` gives (tested).
+ */
 export function renderPanel(lines: ReadonlyArray<PrintLine>): Buffer {
-  return landscapeToPanel(renderLandscape(lines));
+  const panel = Buffer.alloc(PANEL_BYTES);
+  const svg = buildSvg(lines);
+  if (svg === undefined) return panel;
+  const band = inkBand(lines);
+  if (band === undefined) return panel;
+  const { top, height } = band;
+  const pixels = rasterize(svg.replace(FULL_CANVAS, canvas(top, height)), height);
+  for (let r = 0; r < height; r++) {
+    const y = top + r;
+    const bit = 0x80 >> (y & 7);
+    let p = r * WIDTH * 4 + 3;
+    for (let x = 0, o = y >> 3; x < WIDTH; x++, o += STRIDE, p += 4) {
+      if (pixels[p]! >= INK_ALPHA) panel[o]! |= bit;
+    }
+  }
+  return panel;
 }
 
 export function renderLandscape(lines: ReadonlyArray<PrintLine>): LandscapeBitmap {
@@ -67,12 +88,47 @@ export function renderLandscape(lines: ReadonlyArray<PrintLine>): LandscapeBitma
   };
   const svg = buildSvg(lines);
   if (svg === undefined) return bitmap;
+  const pixels = rasterize(svg, HEIGHT);
+  const { ink } = bitmap;
+  for (let i = 0, p = 3; i < ink.length; i++, p += 4) {
+    if (pixels[p]! >= INK_ALPHA) ink[i] = 1;
+  }
+  return bitmap;
+}
+
+/**
+ * Rows [top, top + height) of the canvas that hold every glyph of the lines. The font's global
+ * bounding box is 1.23 em above and 0.46 em below the baseline (DejaVuSans.ttf `head`): 1.5 / 0.6 em
+ * leave room for anti-aliasing. `undefined` when the band is off the card.
+ */
+function inkBand(lines: ReadonlyArray<PrintLine>): { top: number; height: number } | undefined {
+  let top = Number.POSITIVE_INFINITY;
+  let bottom = Number.NEGATIVE_INFINITY;
+  for (const line of lines) {
+    if (line.text.trim() === "") continue;
+    const size = ptToDots(line.sizePt);
+    const baseline = mmToDots(line.yMm);
+    top = Math.min(top, baseline - 1.5 * size);
+    bottom = Math.max(bottom, baseline + 0.6 * size);
+  }
+  const from = Math.max(0, Math.floor(top));
+  const to = Math.min(HEIGHT, Math.ceil(bottom));
+  return to > from ? { top: from, height: to - from } : undefined;
+}
+
+function canvas(top: number, height: number): string {
+  return `width="${LANDSCAPE_WIDTH}" height="${height}" viewBox="0 ${top} ${LANDSCAPE_WIDTH} ${height}"`;
+}
+
+const FULL_CANVAS = canvas(0, LANDSCAPE_HEIGHT);
+
+/** RGBA pixels of an SVG whose canvas is the card's width and `height` rows. */
+function rasterize(svg: string, height: number): Buffer {
   if (!fontChecked) {
     // resvg draws nothing, without an error, when a font is missing: that would be a blank card.
     if (!existsSync(FONT_FILE)) throw new RenderError("RENDER_FAILED", "card font file is missing");
     fontChecked = true;
   }
-  let pixels: Buffer;
   try {
     const image = new Resvg(svg, {
       font: {
@@ -83,18 +139,13 @@ export function renderLandscape(lines: ReadonlyArray<PrintLine>): LandscapeBitma
       },
       logLevel: "off",
     }).render();
-    if (image.width !== LANDSCAPE_WIDTH || image.height !== LANDSCAPE_HEIGHT) {
+    if (image.width !== LANDSCAPE_WIDTH || image.height !== height) {
       throw new Error(`unexpected raster size ${image.width}x${image.height}`);
     }
-    pixels = image.pixels;
+    return image.pixels;
   } catch (err) {
     throw new RenderError("RENDER_FAILED", "resvg could not render the panel", { cause: err });
   }
-  const { ink } = bitmap;
-  for (let i = 0, p = 3; i < ink.length; i++, p += 4) {
-    if (pixels[p]! >= INK_ALPHA) ink[i] = 1;
-  }
-  return bitmap;
 }
 
 export function landscapeToPanel(bitmap: LandscapeBitmap): Buffer {
@@ -155,8 +206,7 @@ function buildSvg(lines: ReadonlyArray<PrintLine>): string | undefined {
   if (texts.length === 0) return undefined;
   // xml:space="preserve" keeps runs of spaces as given (PAN grouping, aligned columns).
   return (
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${LANDSCAPE_WIDTH}" height="${LANDSCAPE_HEIGHT}" ` +
-    `viewBox="0 0 ${LANDSCAPE_WIDTH} ${LANDSCAPE_HEIGHT}" xml:space="preserve">` +
+    `<svg xmlns="http://www.w3.org/2000/svg" ${FULL_CANVAS} xml:space="preserve">` +
     `<g font-family="${FONT_FAMILY}" fill="#000">${texts.join("")}</g></svg>`
   );
 }

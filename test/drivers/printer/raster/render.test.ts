@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { makeSampleJob } from "../../../../agent/jobs/sample-jobs.js";
 import {
   BYTES_PER_LINE,
   DOTS_PER_LINE,
@@ -11,6 +12,7 @@ import {
 import {
   escapeXml,
   landscapeToPanel,
+  type PrintLine,
   panelToLandscape,
   RenderError,
   renderLandscape,
@@ -112,6 +114,29 @@ describe("renderPanel", () => {
       expect((caught as RenderError).code).toBe("BAD_PRINT_LINE");
       expect((caught as RenderError).message).toContain("print line 1");
       expect((caught as RenderError).message).not.toContain(secret);
+    }
+  });
+
+  it("renders only the text band yet gives the full canvas's panel dot for dot", () => {
+    // Sample jobs both sides, plus lines at the card's edges, accents above caps, descenders, and
+    // sizes from tiny to headline: the band cut must never clip a glyph or move resvg's sampling.
+    const cases: PrintLine[][] = [];
+    for (let i = 0; i < 12; i++) {
+      const job = makeSampleJob(i);
+      const print = job.productionData.print!;
+      cases.push([...print.front], [...print.back]);
+    }
+    cases.push(
+      [{ text: "ÂÊÎÔÛ ÅÇ gjpqy", xMm: 4.3, yMm: 3.1, sizePt: 18 }],
+      [{ text: "gjpqy ÉÑ", xMm: 80.7, yMm: 53.9, sizePt: 12 }],
+      [{ text: "Ǻǻ ŚŹ ʘ ∫ √ ¶ § ₣ ₤", xMm: 10, yMm: 30, sizePt: 5.5 }],
+      [
+        { text: "TOP", xMm: 2, yMm: 6.25, sizePt: 7 },
+        { text: "BOTTOM", xMm: 50, yMm: 50.123, sizePt: 16.5 },
+      ],
+    );
+    for (const lines of cases) {
+      expect(renderPanel(lines).equals(landscapeToPanel(renderLandscape(lines)))).toBe(true);
     }
   });
 
