@@ -93,15 +93,20 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
   /**
    * Resolves `ready` as soon as the printer is idle, or, if it stays stopped/offline for `holdMs`,
    * with the reason it is stopped for: the job then fails with that reason and no card is used.
+   * `signal` (the pipeline stopping) ends the wait at once with `aborted: true` and never takes the
+   * printer, even an idle one: the caller leaves its job as it was.
    */
-  async awaitReady(holdMs: number): Promise<{ ready: true } | { ready: false; reason: string }> {
+  async awaitReady(
+    holdMs: number,
+    signal?: AbortSignal,
+  ): Promise<{ ready: true } | { ready: false; reason: string; aborted?: true }> {
     const deadline = this.options.clock.now() + holdMs;
-    while (this.snapshot.state !== "idle") {
+    for (;;) {
+      if (signal?.aborted) return { ready: false, reason: this.notReadyReason(), aborted: true };
+      if (this.snapshot.state === "idle") break;
       const left = deadline - this.options.clock.now();
-      if (left <= 0 || !this.running) {
-        return { ready: false, reason: this.snapshot.reason ?? "DEVICE_DISCONNECTED" };
-      }
-      await this.nextChangeOrTimeout(left);
+      if (left <= 0 || !this.running) return { ready: false, reason: this.notReadyReason() };
+      await this.nextChangeOrTimeout(left, signal);
     }
     this.set("busy");
     return { ready: true };
@@ -213,15 +218,22 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     });
   }
 
-  private nextChangeOrTimeout(ms: number): Promise<void> {
+  private notReadyReason(): string {
+    return this.snapshot.reason ?? "DEVICE_DISCONNECTED";
+  }
+
+  /** Resolves on the next state change, after `ms`, or when `signal` aborts, whichever is first. */
+  private nextChangeOrTimeout(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
       const wake = (): void => {
         this.waiters.delete(wake);
         this.options.clock.clearTimeout(timer);
+        signal?.removeEventListener("abort", wake);
         resolve();
       };
       const timer = this.options.clock.setTimeout(wake, ms);
       this.waiters.add(wake);
+      signal?.addEventListener("abort", wake, { once: true });
     });
   }
 

@@ -49,6 +49,8 @@ export interface PipelineEvents {
  */
 export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   private running = false;
+  /** Aborted by stop() and beginShutdown(): ends a wait for a stopped printer at once. */
+  private stopping = new AbortController();
   private wakeUp: (() => void) | undefined;
   private loopDone: Promise<void> = Promise.resolve();
   private readonly log: Logger;
@@ -68,6 +70,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   start(): void {
     if (this.running) return;
     this.running = true;
+    if (this.stopping.signal.aborted) this.stopping = new AbortController();
     this.loopDone = this.loop();
   }
 
@@ -78,15 +81,24 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     w?.();
   }
 
-  /** Stops taking new jobs; resolves when the job in hand (if any) has ended. */
+  /**
+   * Stops taking new jobs; resolves when the job in hand (if any) has ended. A job still waiting for
+   * a stopped printer stops waiting at once and stays READY for the next run.
+   */
   async stop(): Promise<void> {
     this.running = false;
+    this.stopping.abort();
     this.wake();
     await this.loopDone;
   }
 
+  /** False once stop() or beginShutdown() was called: no job moves to PRODUCING from then on. */
+  private get accepting(): boolean {
+    return this.running && this.shutdownDeadline === undefined;
+  }
+
   private async loop(): Promise<void> {
-    while (this.running) {
+    while (this.accepting) {
       const row = this.options.store.nextReady();
       if (!row) {
         await new Promise<void>((resolve) => {
@@ -124,15 +136,20 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       return;
     }
 
-    const availability = await this.options.supervisor.awaitReady(this.options.holdWhileStoppedMs);
-    if (this.options.store.get(id)?.state !== "READY") {
-      // Canceled by D1 while it waited for the printer.
+    const availability = await this.options.supervisor.awaitReady(
+      this.options.holdWhileStoppedMs,
+      this.stopping.signal,
+    );
+    const stillReady = this.options.store.get(id)?.state === "READY";
+    if (!stillReady || !this.accepting) {
+      // Canceled by D1 while it waited for the printer, or the agent is stopping: then no card was
+      // taken, the job stays READY with no status sent, and the next run produces it.
       if (availability.ready) this.options.supervisor.jobEnded();
+      if (stillReady) log.info("agent stopping: the job stays READY for the next run");
       this.current = undefined;
       return;
     }
     if (!availability.ready) {
-      if (!this.running) return; // shutting down: the job stays READY for the next run
       log.warn({ reason: availability.reason }, "printer stopped for longer than the hold bound; job fails");
       this.move(id, "READY", "FAILED", {
         reason: availability.reason,
@@ -267,6 +284,8 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
    */
   beginShutdown(graceMs: number): void {
     this.shutdownDeadline ??= this.options.clock.now() + graceMs;
+    // A job still waiting for a stopped printer has no card yet: it stops waiting and stays READY.
+    this.stopping.abort();
   }
 
   /** The collect wait, cut to the shutdown grace deadline once the agent is stopping. */
