@@ -21,6 +21,7 @@ import { D1Link } from "./d1/link.js";
 import type {
   CancelMessage,
   CancelResultMessage,
+  ErrorMessage,
   PushMessage,
   PushResultMessage,
   StatusQueryMessage,
@@ -79,6 +80,8 @@ export class KioskAgent {
   private readonly clock: Clock;
   private readonly log: Logger;
   private started = false;
+  /** Answers of the pushes read in this turn; they share one transaction (group commit). */
+  private pushBatch: Array<PushResultMessage | ErrorMessage> | undefined;
   private startup: Promise<void> = Promise.resolve();
 
   constructor(
@@ -187,11 +190,12 @@ export class KioskAgent {
       });
     }
     this.link.on("message", (message) => {
+      // Pushes read before this message are committed and answered first: nothing below may read or
+      // report a job that is not on disk yet.
+      if (message.type !== "push") this.endPushBatch();
       switch (message.type) {
         case "push":
-          this.payloads.handle(message.job, (job, failure) =>
-            this.link.send(this.onPush({ ...message, job }, failure)),
-          );
+          this.payloads.handle(message.job, (job, failure) => this.pushInBatch({ ...message, job }, failure));
           return;
         case "ack":
           this.outbox.onAck(message.eventIds);
@@ -339,6 +343,47 @@ export class KioskAgent {
   }
 
   /**
+   * Group commit: every push read in this turn of the event loop (ws delivers all frames of a socket
+   * read synchronously) is accepted inside one transaction, committed (one fsync) in a microtask
+   * before any answer leaves. D1 still hears "accepted" only for what is on disk.
+   */
+  private pushInBatch(message: PushMessage, failure?: PayloadFailureCode): void {
+    if (!this.pushBatch) {
+      this.pushBatch = [];
+      this.store.beginBatch();
+      queueMicrotask(() => this.endPushBatch());
+    }
+    try {
+      this.pushBatch.push(this.onPush(message, failure));
+    } catch (err) {
+      // The store refused the write (disk full, I/O error): this push gets a clear error and D1
+      // pushes it again; the others of the batch are unaffected.
+      this.log.error({ err, requestId: message.requestId }, "push could not be stored");
+      this.pushBatch.push(storeFailure(message.requestId));
+    }
+  }
+
+  /**
+   * Commits the open push batch and sends its answers. Runs before anything else answers D1 in the
+   * same turn (status, cancel), so no answer can describe a job that is not on disk yet.
+   */
+  private endPushBatch(): void {
+    const batch = this.pushBatch;
+    if (!batch) return;
+    this.pushBatch = undefined;
+    try {
+      this.store.endBatch();
+    } catch (err) {
+      this.log.error({ err, pushes: batch.length }, "push batch could not be committed; none is accepted");
+      for (const answer of batch) this.link.send(storeFailure(answer.requestId));
+      return;
+    }
+    for (const answer of batch) this.link.send(answer);
+    this.outbox.flush();
+    this.pipeline.wake();
+  }
+
+  /**
    * Answers a push only after the job is committed (or refused): D1 may rely on "accepted".
    * `payloadFailure`: the job's encrypted production data could not be used (crypto/jwe.ts).
    */
@@ -405,7 +450,7 @@ export class KioskAgent {
       { requestId, operationId: header.operationId, state: accepted.state, duplicate: accepted.duplicate },
       accepted.duplicate ? "duplicate push answered as before" : "job accepted",
     );
-    if (!accepted.duplicate) {
+    if (!accepted.duplicate && !this.pushBatch) {
       queueMicrotask(() => {
         this.outbox.flush();
         this.pipeline.wake();
@@ -481,6 +526,16 @@ export class KioskAgent {
       ...(unknown.length > 0 ? { unknownOperationIds: unknown } : {}),
     };
   }
+}
+
+/** The answer to a push the store could not take: D1 pushes it again (docs/protocol.md). */
+function storeFailure(requestId: string | undefined): ErrorMessage {
+  return {
+    type: "error",
+    code: "INTERNAL",
+    message: "job could not be stored",
+    ...(requestId ? { requestId } : {}),
+  };
 }
 
 function panOf(job: {

@@ -35,16 +35,27 @@ export class OutboxSender {
     this.log = options.logger.child({ component: "outbox" });
     options.link.on("up", () => {
       this.inFlight.clear();
-      this.flush();
+      this.sentUpTo = 0;
+      this.flush(true);
     });
-    options.link.on("down", () => this.inFlight.clear());
+    options.link.on("down", () => {
+      this.inFlight.clear();
+      this.sentUpTo = 0;
+    });
   }
 
+  /**
+   * Highest seq read and sent on this connection. A flush after a state change reads forward from it,
+   * so its cost does not grow with the acks D1 still owes; the resend timer and a new connection read
+   * from the start (`full`).
+   */
+  private sentUpTo = 0;
+
   /** Sends every unacknowledged event not already in flight. Cheap to call after each state change. */
-  flush(): void {
+  flush(full = false): void {
     const { link, store, clock } = this.options;
     if (!link.isUp) return;
-    let after = 0;
+    let after = full ? 0 : this.sentUpTo;
     const now = clock.now();
     for (;;) {
       const events = store.unackedEvents(after, this.batchSize);
@@ -55,6 +66,7 @@ export class OutboxSender {
         return sentAt === undefined || now - sentAt >= this.resendAfterMs;
       });
       if (due.length > 0 && !this.sendBatch(due, now)) return;
+      this.sentUpTo = Math.max(this.sentUpTo, after);
       if (events.length < this.batchSize) break;
     }
     this.armResend();
@@ -92,7 +104,7 @@ export class OutboxSender {
     if (this.resendTimer || this.inFlight.size === 0) return;
     this.resendTimer = this.options.clock.setTimeout(() => {
       this.resendTimer = undefined;
-      this.flush();
+      this.flush(true);
     }, this.resendAfterMs);
   }
 

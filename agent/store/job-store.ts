@@ -127,6 +127,8 @@ export class JobStore {
     // Purged production data (and deleted rows) is overwritten, not just unlinked from the b-tree:
     // the data key sits next to this file, so a freed page must not keep a sealed payload.
     this.db.pragma("secure_delete = ON");
+    // better-sqlite3 builds SQLite with a 16 MB page cache; the working set here is a few pages.
+    this.db.pragma("cache_size = -2000");
     migrate(this.db);
     this.scrubWal();
     this.statements = {
@@ -182,7 +184,48 @@ export class JobStore {
   }
 
   close(): void {
-    this.db.close();
+    try {
+      this.commitBatch();
+    } finally {
+      this.db.close();
+    }
+  }
+
+  private batchOpen = false;
+  /** Why a batch committed early (by a state change) failed, until endBatch() reports it. */
+  private batchFailure: unknown;
+
+  /**
+   * Group commit: accept() calls until endBatch() share one transaction, so one fsync makes a whole
+   * socket read of pushes durable. Any state change commits an open batch first, so a job is durable
+   * before the printer moves for it; whoever opened the batch still learns from endBatch() whether it
+   * reached the disk.
+   */
+  beginBatch(): void {
+    if (this.batchOpen) return;
+    this.db.exec("BEGIN IMMEDIATE");
+    this.batchOpen = true;
+    this.batchFailure = undefined;
+  }
+
+  /** Commits the batch (if still open); throws when it did not reach the disk, now or earlier. */
+  endBatch(): void {
+    const failure = this.batchFailure;
+    this.batchFailure = undefined;
+    if (failure !== undefined) throw failure;
+    this.commitBatch();
+  }
+
+  private commitBatch(): void {
+    if (!this.batchOpen) return;
+    this.batchOpen = false;
+    try {
+      this.db.exec("COMMIT");
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec("ROLLBACK");
+      this.batchFailure = err;
+      throw err;
+    }
   }
 
   /**
@@ -246,6 +289,7 @@ export class JobStore {
       );
     }
     const terminal = isTerminal(to);
+    this.commitBatch();
     const event = this.db.transaction((): OutboxEvent | null => {
       const now = this.isoNow();
       const changed = this.statements.update.run({
@@ -268,7 +312,8 @@ export class JobStore {
       this.writeAudit("TRANSITION", operationId, from, d1Status);
       return written;
     })();
-    if (terminal) this.scrubWal();
+    // After the caller has sent the status (same turn): the checkpoint must not delay CARD_PROD_DONE.
+    if (terminal) queueMicrotask(() => this.db.open && this.scrubWal());
     return event;
   }
 
@@ -277,6 +322,7 @@ export class JobStore {
    * back from the mouth and why; recovery reads it if the agent dies before the job ends.
    */
   setRetractIntent(operationId: string, reason: string): void {
+    this.commitBatch();
     const changed = this.db
       .prepare("UPDATE jobs SET retract_reason = ? WHERE operation_id = ? AND state = 'PRESENTED'")
       .run(reason, operationId).changes;

@@ -94,6 +94,14 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       ALTER TABLE jobs ADD COLUMN retract_reason TEXT;
     `,
   },
+  {
+    version: 4,
+    sql: `
+      -- insertJob computes MAX(queue_seq) + 1: without an index led by queue_seq that is a scan of
+      -- every job ever kept (docs/performance.md, accept).
+      CREATE INDEX jobs_by_queue_seq ON jobs(queue_seq);
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

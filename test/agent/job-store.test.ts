@@ -121,6 +121,44 @@ describe("JobStore", () => {
     expect(store.eventStatuses("a")).toEqual(["CARD_PROD_READY", "CARD_PROD_CANCELED"]);
   });
 
+  it("a batch of accepts commits once; a state change commits an open batch first", () => {
+    store.beginBatch();
+    accept("op-b1");
+    accept("op-b2");
+    // The printer must not move for a job that is not on disk: the transition commits the batch.
+    store.transition("op-b1", "READY", "PRODUCING");
+    expect(store.db.inTransaction).toBe(false);
+    store.endBatch();
+    const reopened = new JobStore(
+      join(dir, "jobs.sqlite"),
+      new SealedBox(loadOrCreateKey(join(dir, "data.key"))),
+      clock,
+    );
+    expect(reopened.get("op-b1")?.state).toBe("PRODUCING");
+    expect(reopened.get("op-b2")?.state).toBe("READY");
+    reopened.close();
+  });
+
+  it("a batch that a state change failed to commit is reported to whoever opened it", () => {
+    store.beginBatch();
+    accept("op-f1");
+    const exec = store.db.exec.bind(store.db);
+    store.db.exec = (sql: string) => {
+      if (sql === "COMMIT") throw new Error("SQLITE_IOERR: disk I/O error");
+      return exec(sql);
+    };
+    expect(() => store.transition("op-f1", "READY", "PRODUCING")).toThrow(/disk I\/O error/);
+    store.db.exec = exec;
+    // The pushes of the batch must not be answered "accepted": endBatch says it did not commit.
+    expect(() => store.endBatch()).toThrow(/disk I\/O error/);
+    expect(store.get("op-f1")).toBeUndefined();
+    // The next batch is a fresh start.
+    store.beginBatch();
+    accept("op-f2");
+    expect(() => store.endBatch()).not.toThrow();
+    expect(store.get("op-f2")?.state).toBe("READY");
+  });
+
   it("survives a reopen: the accepted job is on disk", () => {
     accept("op-6");
     store.close();
