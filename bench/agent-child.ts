@@ -18,8 +18,9 @@ const { PrinterDriver: Driver } = await import("../drivers/printer/driver.js");
 const { renderPanel } = await import("../drivers/printer/raster/render.js");
 const { SerialTransport } = await import("../drivers/transport/serial-transport.js");
 const { attachVirtualPrinter } = await import("../simulator/printer/index.js");
-const { AGENT_PORT, assembleAgent, BARE_PORT, cachedRenderer, forgetFinishedCards, replaceRenderer } =
-  await import("./lib/assemble.js");
+const { AGENT_PORT, assembleAgent, BARE_PORT, cachedRenderer, replaceRenderer } = await import(
+  "./lib/assemble.js"
+);
 const { RawBitmapTransport } = await import("./lib/raw-bitmap-transport.js");
 const modulesLoadedAt = performance.now();
 
@@ -116,7 +117,6 @@ function cardholder(p: VirtualPrinter, reportTaken: boolean): void {
     lastPanels.set(p, { front: card.front, back: card.back });
     if (reportTaken) send({ ev: "taken", operationId: agent.pipeline.current?.operationId, at });
   });
-  forgetFinishedCards(p);
 }
 cardholder(printer, true);
 
@@ -153,6 +153,7 @@ if (options.bare) {
     ribbonPanels: 999_999,
     captureBinCapacity: 10_000_000,
     rejectBoxCapacity: 10_000_000,
+    keepRecords: 0,
   });
   cardholder(barePrinter!, false);
   cardholder(rawPrinter, false);

@@ -1,15 +1,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
-import {
-  assembleAgent,
-  benchDataDir,
-  benchJob,
-  forgetFinishedCards,
-  newRunId,
-  newToken,
-  STATION,
-} from "../lib/assemble.js";
+import { assembleAgent, benchDataDir, benchJob, newRunId, newToken, STATION } from "../lib/assemble.js";
 import { progress } from "../lib/util.js";
 
 /**
@@ -22,14 +14,13 @@ export async function smokeCheck(cards: number): Promise<void> {
   const emulator = new D1Emulator({ token });
   const { url } = await emulator.start();
   const dataDir = benchDataDir("smoke");
-  const { agent, printer } = assembleAgent({
+  const { agent } = assembleAgent({
     d1Url: url,
     token,
     dataDir,
     logFile: join(dataDir, "agent.log"),
     takeAfterMs: 0,
   });
-  forgetFinishedCards(printer);
   try {
     agent.start();
     await emulator.waitForConnection(STATION, 15_000);

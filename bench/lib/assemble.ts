@@ -10,7 +10,7 @@ import type { PanelRenderer } from "../../agent/pipeline/pipeline.js";
 import type { PrintLine } from "../../drivers/printer/raster/render.js";
 import { renderPanel } from "../../drivers/printer/raster/render.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
-import type { CardRecord, VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import type { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 
 export const STATION = "KIOSK-PS-101";
@@ -67,6 +67,8 @@ export function assembleAgent(o: AssembleOptions): Assembled {
     ribbonPanels: 999_999, // `Rrt;count` answers at most 6 digits
     captureBinCapacity: BIG,
     rejectBoxCapacity: BIG,
+    // Long runs: the simulator's record of each card (both panels) is its memory, not the agent's.
+    keepRecords: 0,
   });
   const barePrinter = o.withBarePrinter
     ? attachVirtualPrinter(binding, BARE_PORT, {
@@ -75,6 +77,7 @@ export function assembleAgent(o: AssembleOptions): Assembled {
         ribbonPanels: 999_999, // `Rrt;count` answers at most 6 digits
         captureBinCapacity: BIG,
         rejectBoxCapacity: BIG,
+        keepRecords: 0,
       })
     : undefined;
   const config = parseConfig({
@@ -91,22 +94,6 @@ export function assembleAgent(o: AssembleOptions): Assembled {
   });
   const agent = new KioskAgent(config, { logger, serialBinding: binding });
   return { agent, binding, printer, barePrinter };
-}
-
-/**
- * The simulator keeps every card it made, panels included (2 × 82 KB), for tests that look at them.
- * Over thousands of cards that is the simulator's memory, not the agent's: long runs drop each
- * record once the card is taken.
- */
-export function forgetFinishedCards(printer: VirtualPrinter): void {
-  const internals = printer as unknown as { records: CardRecord[]; commandLog: string[] };
-  const drop = (): void => {
-    internals.records.length = 0;
-    internals.commandLog.length = 0;
-  };
-  printer.on("card-taken", drop);
-  printer.on("card-captured", drop);
-  printer.on("card-rejected", drop);
 }
 
 /**

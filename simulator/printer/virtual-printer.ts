@@ -76,6 +76,12 @@ export interface VirtualPrinterOptions {
   latency?: Partial<PrinterLatency>;
   /** Seeds the line-noise generator so runs repeat. Default 1. */
   seed?: number;
+  /**
+   * Finished cards kept in `record` (with both panels, 164 KB a card), and ten times as many entries
+   * in `commandLog`; older ones are dropped as cards end, so a simulator left running for days
+   * stays small. Default 1000.
+   */
+  keepRecords?: number;
 }
 
 export interface VirtualPrinterState {
@@ -123,6 +129,7 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
   private readonly rejectBox: { count: number; capacity: number };
   private current: CardRecord | undefined;
   private readonly records: CardRecord[] = [];
+  private readonly keepRecords: number;
   private nextSerial = 1;
   private takeTimer: object | undefined;
   /** Set while a `Wbz` waits for the mouth to empty. */
@@ -147,6 +154,7 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     this.captureBin = { count: 0, capacity: options.captureBinCapacity ?? 20 };
     this.rejectBox = { count: 0, capacity: options.rejectBoxCapacity ?? 50 };
     this.random = mulberry32(options.seed ?? 1);
+    this.keepRecords = Math.max(0, options.keepRecords ?? 1000);
   }
 
   attach(link: VirtualSerialLink): void {
@@ -530,6 +538,14 @@ export class VirtualPrinter extends EventEmitter<VirtualPrinterEvents> implement
     card.outcome = outcome;
     card.endedAt = this.clock.now();
     this.emit(event, card);
+    this.forgetOldCards();
+  }
+
+  private forgetOldCards(): void {
+    const finished = this.records.length - (this.current ? 1 : 0);
+    if (finished > this.keepRecords) this.records.splice(0, finished - this.keepRecords);
+    const commands = this.keepRecords * 10;
+    if (this.commandLog.length > commands) this.commandLog.splice(0, this.commandLog.length - commands);
   }
 
   private pullCable(replugAfterMs: number): void {

@@ -96,6 +96,20 @@ describe("VirtualPrinter: physical model", () => {
     expect(card!.front!.equals(panel(4))).toBe(true);
   });
 
+  it("keeps only the last keepRecords finished cards, so a long-running simulator stays small", async () => {
+    const { ask, printer } = bench({ keepRecords: 2 });
+    const inserted: number[] = [];
+    printer.on("card-inserted", (card: { serial: number }) => inserted.push(card.serial));
+    for (let i = 0; i < 5; i++) {
+      await ask("Si");
+      await ask("Se");
+    }
+    await ask("Si"); // one card still inside: it is never dropped
+    expect(printer.record.map((c) => c.outcome)).toEqual(["ejected", "ejected", "in-printer"]);
+    expect(printer.record.map((c) => c.serial)).toEqual(inserted.slice(3));
+    expect(printer.commandLog.length).toBeLessThanOrEqual(20);
+  });
+
   it("refuses bitmaps outside a sequence, with bad parameters or a payload that does not decode", async () => {
     const { ask, printer } = bench();
     await ask("Si");
