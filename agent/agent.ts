@@ -7,7 +7,7 @@ import {
   createMagstripeEncoder,
 } from "../drivers/magstripe/create-encoder.js";
 import { PrinterDriver } from "../drivers/printer/driver.js";
-import { renderPanel } from "../drivers/printer/raster/render.js";
+import { renderPanelAsync } from "../drivers/printer/raster/render.js";
 import type { HidBackend } from "../drivers/transport/hid-transport.js";
 import { SerialTransport } from "../drivers/transport/serial-transport.js";
 import { pushSource } from "./audit/audit-log.js";
@@ -156,7 +156,7 @@ export class KioskAgent {
       supervisor: this.supervisor,
       holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
       chip: deps.chip,
-      render: renderPanel,
+      render: renderPanelAsync,
       clock: this.clock,
       logger: this.log,
       defaultCollectTimeoutSec: config.production.defaultCollectTimeoutSec,

@@ -13,9 +13,13 @@ import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 import { REASONS, reasonForDeviceFault } from "./reasons.js";
 
+/** Throws (or rejects) for print lines it cannot render; may render off the event loop. */
 export type PanelRenderer = (
   lines: Array<{ text: string; xMm: number; yMm: number; sizePt: number }>,
-) => Buffer;
+) => Buffer | Promise<Buffer>;
+
+type Panels = { front?: Buffer; back?: Buffer };
+type PanelLines = Parameters<PanelRenderer>[0];
 
 export type ProductionStep = "render" | "insert" | "chip" | "print" | "encode" | "present" | "collect";
 
@@ -121,20 +125,17 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     const log = this.log.child({ operationId: id, maskedPan: row.maskedPan ?? undefined });
 
     let job: ProductionJob;
-    let panels: { front?: Buffer; back?: Buffer };
+    let rendering: Promise<Panels>;
     try {
       this.setStep(id, "render");
       job = JSON.parse(store.loadJobJson(id)) as ProductionJob;
-      panels = this.renderPanels(job);
+      // Rendered while the printer is awaited and PRODUCING is committed; awaited before the insert.
+      rendering = this.renderPanels(job);
     } catch (err) {
-      log.error({ err }, "job could not be prepared; no card was used");
-      this.move(id, "READY", "FAILED", {
-        reason: REASONS.RENDER_ERROR,
-        errorCode: REASONS.RENDER_ERROR,
-        error: "render",
-      });
+      this.failRender(id, "READY", err, log);
       return;
     }
+    rendering.catch(() => undefined); // awaited below; a stop before then must not leave it unhandled
 
     const availability = await this.options.supervisor.awaitReady(
       this.options.holdWhileStoppedMs,
@@ -161,6 +162,15 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
 
     // Committed before the printer moves: from here on a restart must never re-run this job.
     this.move(id, "READY", "PRODUCING");
+    let panels: Panels;
+    try {
+      panels = await rendering;
+    } catch (err) {
+      // No card was taken yet: the printer is free for the next job at once.
+      this.failRender(id, "PRODUCING", err, log);
+      this.options.supervisor.jobEnded();
+      return;
+    }
     let state: JobState = "PRODUCING";
     let step: ProductionStep = "insert";
     const enter = (next: ProductionStep): void => {
@@ -263,12 +273,28 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     supervisor.jobEnded();
   }
 
-  private renderPanels(job: ProductionJob): { front?: Buffer; back?: Buffer } {
+  /**
+   * Both sides at once (in parallel when the renderer works off the event loop). Print lines the
+   * renderer refuses throw here, synchronously: such a job fails before it waits for the printer.
+   */
+  private renderPanels(job: ProductionJob): Promise<Panels> {
     const print = job.productionData.print;
-    const panels: { front?: Buffer; back?: Buffer } = {};
-    if (print?.front && print.front.length > 0) panels.front = this.options.render(print.front);
-    if (print?.back && print.back.length > 0) panels.back = this.options.render(print.back);
-    return panels;
+    const side = (lines: PanelLines | undefined) =>
+      lines && lines.length > 0 ? this.options.render(lines) : undefined;
+    const sides = [side(print?.front), side(print?.back)];
+    return Promise.all(sides).then(([front, back]) => ({
+      ...(front ? { front } : {}),
+      ...(back ? { back } : {}),
+    }));
+  }
+
+  private failRender(id: string, from: "READY" | "PRODUCING", err: unknown, log: Logger): void {
+    log.error({ err }, "job could not be rendered; no card was used");
+    this.move(id, from, "FAILED", {
+      reason: REASONS.RENDER_ERROR,
+      errorCode: REASONS.RENDER_ERROR,
+      error: "render",
+    });
   }
 
   private setStep(operationId: string, step: ProductionStep): void {

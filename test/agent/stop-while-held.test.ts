@@ -1,18 +1,14 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { KioskAgent } from "../../agent/agent.js";
-import { PrinterSupervisor } from "../../agent/devices/printer-supervisor.js";
-import { silentLogger } from "../../agent/log/logger.js";
-import { ProductionPipeline, type ProductionStep } from "../../agent/pipeline/pipeline.js";
-import { JobStore, type OutboxEvent } from "../../agent/store/job-store.js";
-import { loadOrCreateKey, SealedBox } from "../../agent/store/sealed-box.js";
+import type { PrinterSupervisor } from "../../agent/devices/printer-supervisor.js";
+import type { ProductionStep } from "../../agent/pipeline/pipeline.js";
+import type { OutboxEvent } from "../../agent/store/job-store.js";
 import { ManualClock } from "../../agent/util/clock.js";
-import type { MagstripeEncoder } from "../../drivers/magstripe/encoder.js";
 import { job, type Rig, STATION, startRig, statusesAtD1 } from "../support/e2e.js";
 import { FakePrinter, settle } from "../support/fake-printer.js";
+import { pipelineRig } from "../support/pipeline-rig.js";
 
 /**
  * A SIGTERM while a READY job waits for a stopped printer (feeder empty) must not wait out the hold
@@ -29,63 +25,7 @@ describe("stopping while a READY job is held for a stopped printer (pipeline)", 
     for (const c of cleanups.splice(0).reverse()) c();
   });
 
-  function openStore(clock: ManualClock): JobStore {
-    const dir = mkdtempSync(join(tmpdir(), "stop-held-"));
-    const store = new JobStore(
-      join(dir, "jobs.sqlite"),
-      new SealedBox(loadOrCreateKey(join(dir, "data.key"))),
-      clock,
-    );
-    cleanups.push(() => {
-      store.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
-    return store;
-  }
-
-  function acceptJob(store: JobStore, operationId: string): void {
-    store.accept({
-      kind: "valid",
-      operationId,
-      cardId: `card-${operationId}`,
-      jobJson: JSON.stringify({ productionData: {} }),
-      maskedPan: "526609******6174",
-    });
-  }
-
-  async function startedSupervisor(printer: FakePrinter, clock: ManualClock): Promise<PrinterSupervisor> {
-    const supervisor = new PrinterSupervisor({
-      printer: printer.driver,
-      clock,
-      logger: silentLogger,
-      pollMs: 1_000,
-      reopen: { initialMs: 1_000, maxMs: 10_000 },
-    });
-    cleanups.push(() => supervisor.stop());
-    await supervisor.start();
-    return supervisor;
-  }
-
-  function pipelineFor(
-    store: JobStore,
-    printer: FakePrinter,
-    supervisor: PrinterSupervisor,
-    clock: ManualClock,
-    events: OutboxEvent[],
-  ): ProductionPipeline {
-    return new ProductionPipeline({
-      store,
-      printer: printer.driver,
-      supervisor,
-      magstripe: {} as MagstripeEncoder,
-      holdWhileStoppedMs: HOLD_MS,
-      render: () => Buffer.alloc(0),
-      clock,
-      logger: silentLogger,
-      defaultCollectTimeoutSec: 30,
-      onEvent: (e) => events.push(e),
-    });
-  }
+  const { openStore, acceptJob, startedSupervisor, pipelineFor } = pipelineRig(cleanups);
 
   it("stop() ends the hold at once: the job stays READY, no status, no card; the next pipeline produces it once", async () => {
     const clock = new ManualClock();

@@ -6,7 +6,7 @@
  */
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { Resvg } from "@resvg/resvg-js";
+import { Resvg, type ResvgRenderOptions, renderAsync } from "@resvg/resvg-js";
 import { CodedError } from "../../../agent/util/errors.js";
 import {
   BYTES_PER_LINE,
@@ -62,13 +62,39 @@ let fontChecked = false;
  * the panel is dot-for-dot the one `landscapeToPanel(renderLandscape(lines))` gives (tested).
  */
 export function renderPanel(lines: ReadonlyArray<PrintLine>): Buffer {
-  const panel = Buffer.alloc(PANEL_BYTES);
+  const band = planBand(lines);
+  return band ? bandToPanel(rasterize(band.svg, band.height), band) : Buffer.alloc(PANEL_BYTES);
+}
+
+/**
+ * The same panel, rasterised on libuv's thread pool: the event loop keeps serving D1 meanwhile, and
+ * a card's two sides render in parallel. Bad print lines throw at once, before anything is scheduled,
+ * so a job that cannot print fails before it waits for the printer.
+ */
+export function renderPanelAsync(lines: ReadonlyArray<PrintLine>): Promise<Buffer> {
+  const band = planBand(lines);
+  if (!band) return Promise.resolve(Buffer.alloc(PANEL_BYTES));
+  return rasterizeAsync(band.svg, band.height).then((pixels) => bandToPanel(pixels, band));
+}
+
+interface Band {
+  /** The panel's SVG with its canvas cut to rows [top, top + height). */
+  svg: string;
+  top: number;
+  height: number;
+}
+
+/** Validates the lines (BAD_PRINT_LINE) and cuts the canvas; `undefined` when nothing would be drawn. */
+function planBand(lines: ReadonlyArray<PrintLine>): Band | undefined {
   const svg = buildSvg(lines);
-  if (svg === undefined) return panel;
+  if (svg === undefined) return undefined;
   const band = inkBand(lines);
-  if (band === undefined) return panel;
-  const { top, height } = band;
-  const pixels = rasterize(svg.replace(FULL_CANVAS, canvas(top, height)), height);
+  if (band === undefined) return undefined;
+  return { svg: svg.replace(FULL_CANVAS, canvas(band.top, band.height)), ...band };
+}
+
+function bandToPanel(pixels: Buffer, { top, height }: Band): Buffer {
+  const panel = Buffer.alloc(PANEL_BYTES);
   for (let r = 0; r < height; r++) {
     const y = top + r;
     const bit = 0x80 >> (y & 7);
@@ -124,28 +150,45 @@ const FULL_CANVAS = canvas(0, LANDSCAPE_HEIGHT);
 
 /** RGBA pixels of an SVG whose canvas is the card's width and `height` rows. */
 function rasterize(svg: string, height: number): Buffer {
-  if (!fontChecked) {
-    // resvg draws nothing, without an error, when a font is missing: that would be a blank card.
-    if (!existsSync(FONT_FILE)) throw new RenderError("RENDER_FAILED", "card font file is missing");
-    fontChecked = true;
-  }
+  checkFont();
   try {
-    const image = new Resvg(svg, {
-      font: {
-        loadSystemFonts: false,
-        fontFiles: [FONT_FILE],
-        defaultFontFamily: FONT_FAMILY,
-        sansSerifFamily: FONT_FAMILY,
-      },
-      logLevel: "off",
-    }).render();
-    if (image.width !== LANDSCAPE_WIDTH || image.height !== height) {
-      throw new Error(`unexpected raster size ${image.width}x${image.height}`);
-    }
-    return image.pixels;
+    return checkedPixels(new Resvg(svg, RESVG_OPTIONS).render(), height);
   } catch (err) {
     throw new RenderError("RENDER_FAILED", "resvg could not render the panel", { cause: err });
   }
+}
+
+async function rasterizeAsync(svg: string, height: number): Promise<Buffer> {
+  checkFont();
+  try {
+    return checkedPixels(await renderAsync(svg, RESVG_OPTIONS), height);
+  } catch (err) {
+    throw new RenderError("RENDER_FAILED", "resvg could not render the panel", { cause: err });
+  }
+}
+
+const RESVG_OPTIONS: ResvgRenderOptions = {
+  font: {
+    loadSystemFonts: false,
+    fontFiles: [FONT_FILE],
+    defaultFontFamily: FONT_FAMILY,
+    sansSerifFamily: FONT_FAMILY,
+  },
+  logLevel: "off",
+};
+
+function checkFont(): void {
+  if (fontChecked) return;
+  // resvg draws nothing, without an error, when a font is missing: that would be a blank card.
+  if (!existsSync(FONT_FILE)) throw new RenderError("RENDER_FAILED", "card font file is missing");
+  fontChecked = true;
+}
+
+function checkedPixels(image: { width: number; height: number; pixels: Buffer }, height: number): Buffer {
+  if (image.width !== LANDSCAPE_WIDTH || image.height !== height) {
+    throw new Error(`unexpected raster size ${image.width}x${image.height}`);
+  }
+  return image.pixels;
 }
 
 export function landscapeToPanel(bitmap: LandscapeBitmap): Buffer {

@@ -17,6 +17,7 @@ import {
   RenderError,
   renderLandscape,
   renderPanel,
+  renderPanelAsync,
 } from "../../../../drivers/printer/raster/render.js";
 import { inkBox, randomPanel, setDot, TYPICAL_FRONT } from "./fixtures.js";
 
@@ -117,7 +118,7 @@ describe("renderPanel", () => {
     }
   });
 
-  it("renders only the text band yet gives the full canvas's panel dot for dot", () => {
+  it("renders only the text band yet gives the full canvas's panel dot for dot", async () => {
     // Sample jobs both sides, plus lines at the card's edges, accents above caps, descenders, and
     // sizes from tiny to headline: the band cut must never clip a glyph or move resvg's sampling.
     const cases: PrintLine[][] = [];
@@ -136,8 +137,17 @@ describe("renderPanel", () => {
       ],
     );
     for (const lines of cases) {
-      expect(renderPanel(lines).equals(landscapeToPanel(renderLandscape(lines)))).toBe(true);
+      const full = landscapeToPanel(renderLandscape(lines));
+      expect(renderPanel(lines).equals(full)).toBe(true);
+      expect((await renderPanelAsync(lines)).equals(full)).toBe(true);
     }
+  });
+
+  it("off the event loop: refuses bad lines before scheduling anything, renders blank for no text", async () => {
+    expect(() => renderPanelAsync([{ text: "x", xMm: 5, yMm: 5, sizePt: -1 }])).toThrow(
+      expect.objectContaining({ code: "BAD_PRINT_LINE" }),
+    );
+    expect((await renderPanelAsync([])).equals(Buffer.alloc(PANEL_BYTES))).toBe(true);
   });
 
   it("draws characters outside ASCII that the card font has", () => {
