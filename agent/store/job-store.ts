@@ -363,19 +363,34 @@ export class JobStore {
 
   markSent(eventIds: string[]): void {
     const now = this.isoNow();
-    this.db.transaction(() => {
+    this.bookkeeping(() => {
       for (const id of eventIds) this.statements.markSent.run(now, id);
-    })();
+    });
   }
 
   /** Returns how many of the ids were newly acknowledged. Acked events stay for audit. */
   ack(eventIds: string[]): number {
     const now = this.isoNow();
-    return this.db.transaction(() => {
+    return this.bookkeeping(() => {
       let n = 0;
       for (const id of eventIds) n += this.statements.ack.run(now, id).changes;
       return n;
-    })();
+    });
+  }
+
+  /**
+   * A write whose loss in a power cut costs only a resend (D1 drops events it already has, by
+   * eventId): committed without its own fsync. WAL keeps it consistent, and the next state change's
+   * fsync makes it durable too. Takes a sent/ack write off the card's path (docs/performance.md).
+   */
+  private bookkeeping<T>(write: () => T): T {
+    if (this.db.inTransaction) return this.db.transaction(write)();
+    this.db.pragma("synchronous = NORMAL");
+    try {
+      return this.db.transaction(write)();
+    } finally {
+      this.db.pragma("synchronous = FULL");
+    }
   }
 
   /** The last operation object written for this job: what D1 should believe now. */

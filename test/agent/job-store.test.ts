@@ -159,6 +159,15 @@ describe("JobStore", () => {
     expect(store.get("op-f2")?.state).toBe("READY");
   });
 
+  it("sent/ack bookkeeping commits without its own fsync, and every other write stays synchronous=FULL", () => {
+    const event = accept("op-k").event!;
+    store.markSent([event.eventId]);
+    expect(store.db.pragma("synchronous", { simple: true })).toBe(2); // FULL
+    expect(store.ack([event.eventId])).toBe(1);
+    expect(store.db.pragma("synchronous", { simple: true })).toBe(2);
+    expect(store.unackedEvents(0, 10)).toEqual([]);
+  });
+
   it("survives a reopen: the accepted job is on disk", () => {
     accept("op-6");
     store.close();
