@@ -39,10 +39,8 @@ export interface ChildOptions {
   /** Report ready, stop the agent and exit (cold-start runs). */
   exitAfterReady?: boolean;
   /**
-   * Runtime experiments for the proposals in docs/performance.md (never on in the reported figures):
-   * "bookkeeping-normal": markSent/ack commit with synchronous=NORMAL (no fsync; the next FULL commit
-   * makes them durable); "sync-off": synchronous=OFF throughout (lower bound, attribution only);
-   * "cache-2mb": SQLite page cache 2 MB (better-sqlite3 builds SQLite with a 16 MB default).
+   * Runtime experiments (never on in the reported figures): "sync-off": synchronous=OFF throughout,
+   * what the fsyncs cost (attribution only).
    */
   experiments?: string[];
 }
@@ -69,23 +67,8 @@ const { agent, binding, printer, barePrinter } = assembleAgent({
 const constructedAt = performance.now();
 
 for (const experiment of options.experiments ?? []) {
-  const db = agent.store.db;
-  if (experiment === "sync-off") db.pragma("synchronous = OFF");
-  else if (experiment === "cache-2mb") db.pragma("cache_size = -2000");
-  else if (experiment === "bookkeeping-normal") {
-    const store = agent.store as unknown as Record<"markSent" | "ack", (ids: string[]) => unknown>;
-    for (const name of ["markSent", "ack"] as const) {
-      const original = store[name].bind(store);
-      store[name] = (ids: string[]) => {
-        db.pragma("synchronous = NORMAL");
-        try {
-          return original(ids);
-        } finally {
-          db.pragma("synchronous = FULL");
-        }
-      };
-    }
-  } else throw new Error(`unknown experiment ${experiment}`);
+  if (experiment === "sync-off") agent.store.db.pragma("synchronous = OFF");
+  else throw new Error(`unknown experiment ${experiment}`);
 }
 
 const prerendered = new Map<string, Buffer>();

@@ -6,7 +6,10 @@
  *   npm run bench                       all figures
  *   npm run bench -- --only per-card    some sections: smoke, disk, per-card, queue, cold-start, long-run
  *   npm run bench -- --full             long run to 20 000 cards whatever the time
- *   npm run bench -- --experiments      also the measured experiments behind the proposals
+ *   npm run bench -- --experiments      also the runtime experiments (sync off, tsx, semi-space)
+ *
+ * The agent's process runs bench/agent-child.ts bundled exactly as `npm run build` bundles the
+ * product (scripts/build.ts), under plain node: the agent as shipped.
  *
  * BENCH_CHILD_NODE_ARGS="--cpu-prof --cpu-prof-dir=tmp/prof" profiles the agent process of any
  * section (bench/tools/cpuprofile-top.ts summarises a profile).
@@ -19,6 +22,7 @@ import { longRunFigures } from "./figures/long-run.js";
 import { perCardFigures } from "./figures/per-card.js";
 import { queueFigures } from "./figures/queue.js";
 import { smokeCheck } from "./figures/smoke.js";
+import { childRuntime, useShippedEntry } from "./lib/child.js";
 import { precompile } from "./lib/precompile.js";
 import { type Figure, figure, machineInfo, nowMs, progress, round } from "./lib/util.js";
 
@@ -53,6 +57,11 @@ const QUEUED = 10_000;
 let queuedDir: string | undefined;
 let precompiledChild: string | undefined;
 try {
+  // Built first and used by every agent process below: the agent as shipped, not under tsx.
+  precompiledChild = await precompile("bench/agent-child.ts", "agent-child", { bundlePackages: true });
+  if (!precompiledChild) progress("esbuild not loadable: the agent processes run under tsx");
+  useShippedEntry(precompiledChild);
+  progress(`agent processes: ${childRuntime()}`);
   if (wanted("smoke")) await smokeCheck(3);
   if (wanted("disk")) emit(diskFigures());
 
@@ -66,11 +75,6 @@ try {
         wireBaselineCards: 10,
       }),
     );
-  }
-
-  if (wanted("cold-start") || experiments) {
-    precompiledChild = await precompile("bench/agent-child.ts", "agent-child", { bundlePackages: true });
-    if (!precompiledChild) progress("esbuild not loadable: precompiled comparisons skipped");
   }
 
   if (wanted("queue") || wanted("cold-start")) {
@@ -128,72 +132,40 @@ try {
  */
 async function experimentFigures(): Promise<Figure[]> {
   const out: Figure[] = [];
-  for (const [suffix, exps] of [
-    ["_exp_sync_off", ["sync-off"]],
-    ["_exp_bookkeeping_normal", ["bookkeeping-normal"]],
-  ] as const) {
-    out.push(
-      ...(await perCardFigures({
-        warmup: 5,
-        cards: 0,
-        cardsNoRender: 100,
-        statusCards: 100,
-        wireBaselineCards: 0,
-        experiments: [...exps],
-        suffix,
-      })),
-    );
-  }
-  for (const [suffix, exps] of [
-    ["_exp_bookkeeping_normal", ["bookkeeping-normal"]],
-    ["_exp_sync_off", ["sync-off"]],
-  ] as const) {
+  // What the fsyncs cost: the same figures with SQLite's synchronous=OFF (not a proposal: the
+  // promises to D1 need them).
+  out.push(
+    ...(await perCardFigures({
+      warmup: 5,
+      cards: 0,
+      cardsNoRender: 100,
+      statusCards: 100,
+      wireBaselineCards: 0,
+      experiments: ["sync-off"],
+      suffix: "_exp_sync_off",
+    })),
+  );
+  {
     const q = await queueFigures({
       jobs: 3000,
       timedJobs: 3000,
       window: 64,
-      experiments: [...exps],
+      experiments: ["sync-off"],
       acceptOnly: true,
-      suffix,
+      suffix: "_exp_sync_off",
     });
     rmSync(q.dataDir, { recursive: true, force: true });
     out.push(...q.figures.map((f) => ({ ...f, goal: "info", ok: undefined })));
   }
+  // Memory: the product before it shipped a bundle (tsx), and a smaller V8 young generation.
   const variants: Array<[string, Parameters<typeof queueFigures>[0]]> = [
-    ["_exp_cache_2mb", { jobs: QUEUED, timedJobs: 500, window: 64, experiments: ["cache-2mb"] }],
+    ["_exp_tsx", { jobs: QUEUED, timedJobs: 500, window: 64, tsx: true }],
+    ["_exp_semi1", { jobs: QUEUED, timedJobs: 500, window: 64, nodeArgs: ["--max-semi-space-size=1"] }],
   ];
-  if (precompiledChild) {
-    variants.push(
-      ["_exp_precompiled", { jobs: QUEUED, timedJobs: 500, window: 64, precompiled: precompiledChild }],
-      [
-        "_exp_precompiled_cache_2mb_semi1",
-        {
-          jobs: QUEUED,
-          timedJobs: 500,
-          window: 64,
-          precompiled: precompiledChild,
-          experiments: ["cache-2mb"],
-          nodeArgs: ["--max-semi-space-size=1"],
-        },
-      ],
-    );
-  }
   for (const [suffix, options] of variants) {
     const q = await queueFigures({ ...options, suffix });
     rmSync(q.dataDir, { recursive: true, force: true });
     out.push(...q.figures);
   }
-  out.push(
-    ...(await longRunFigures({
-      cards: 20_000,
-      sampleEvery: 1000,
-      baselineAt: 1000,
-      ahead: 4,
-      layouts: 64,
-      rateProbeCards: 100,
-      experiments: ["cache-2mb"],
-      suffix: "_exp_cache_2mb",
-    })),
-  );
   return out;
 }

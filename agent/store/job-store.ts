@@ -384,12 +384,14 @@ export class JobStore {
    * fsync makes it durable too. Takes a sent/ack write off the card's path (docs/performance.md).
    */
   private bookkeeping<T>(write: () => T): T {
-    if (this.db.inTransaction) return this.db.transaction(write)();
+    const mode = this.db.pragma("synchronous", { simple: true }) as number;
+    // Inside a transaction the pragma cannot change; at NORMAL (1) or OFF (0) there is no fsync anyway.
+    if (this.db.inTransaction || mode <= 1) return this.db.transaction(write)();
     this.db.pragma("synchronous = NORMAL");
     try {
       return this.db.transaction(write)();
     } finally {
-      this.db.pragma("synchronous = FULL");
+      this.db.pragma(`synchronous = ${mode}`);
     }
   }
 

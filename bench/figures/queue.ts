@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { benchDataDir, benchJob, newRunId, newToken } from "../lib/assemble.js";
-import { AgentChild } from "../lib/child.js";
+import { AgentChild, childRuntime } from "../lib/child.js";
 import { LeanD1 } from "../lib/lean-d1.js";
 import {
   atLeast,
@@ -27,11 +27,11 @@ export interface QueueOptions {
   /** Pushes D1 keeps in flight (sent, not yet answered). */
   window: number;
   experiments?: string[];
-  /** Run the agent from a precompile() bundle under plain node instead of tsx. */
-  precompiled?: string;
+  /** Run the agent's TypeScript under the tsx loader instead of the shipped bundle (comparison). */
+  tsx?: boolean;
   /** Extra node flags for the agent process (experiments, e.g. --max-semi-space-size=1). */
   nodeArgs?: string[];
-  /** Suffix for the figure names of a variant run, e.g. "_precompiled". */
+  /** Suffix for the figure names of a variant run, e.g. "_exp_tsx". */
   suffix?: string;
   /** Only the accept-rate figure (experiment runs). */
   acceptOnly?: boolean;
@@ -69,7 +69,7 @@ export async function queueFigures(o: QueueOptions): Promise<QueueResult> {
       ...(o.experiments ? { experiments: o.experiments } : {}),
     },
     {
-      ...(o.precompiled ? { precompiled: o.precompiled } : {}),
+      ...(o.tsx ? { tsx: true } : {}),
       ...(o.nodeArgs ? { nodeArgs: o.nodeArgs } : {}),
     },
   );
@@ -169,7 +169,7 @@ export async function queueFigures(o: QueueOptions): Promise<QueueResult> {
           heap_used_mb: round(mem.heapUsedMb, 1),
           external_mb: round(mem.externalMb, 1),
           vm_hwm_mb: proc ? round(proc.hwmMb, 1) : undefined,
-          runtime: o.precompiled ? "precompiled bundle, plain node" : "tsx loader (as shipped)",
+          runtime: childRuntime(o),
           ...(o.experiments ? { experiments: o.experiments } : {}),
           ...(o.nodeArgs ? { node_args: o.nodeArgs } : {}),
         }),

@@ -23,6 +23,23 @@ export interface TakenEvent {
 }
 
 /**
+ * bench/agent-child.ts bundled the way the product is (bench/lib/precompile.ts → scripts/build.ts),
+ * which run.ts makes first: every child runs it under plain node, as bin/kiosk-agent.mjs runs
+ * dist/kiosk-agent.mjs. Undefined (esbuild missing): the children run under tsx, and say so.
+ */
+let shippedEntry: string | undefined;
+
+export function useShippedEntry(bundle: string | undefined): void {
+  shippedEntry = bundle;
+}
+
+export function childRuntime(run: { tsx?: boolean } = {}): string {
+  return !run.tsx && shippedEntry
+    ? "bundle under plain node (as shipped)"
+    : "TypeScript under the tsx loader";
+}
+
+/**
  * The parent's handle on bench/agent-child.ts: spawn, wait for ready, request/reply over IPC.
  * Extra node flags (e.g. `--cpu-prof`, `--expose-gc`) come from `nodeArgs` and from
  * BENCH_CHILD_NODE_ARGS, so any figure can be profiled without editing the harness.
@@ -38,12 +55,13 @@ export class AgentChild {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 
   /**
-   * `precompiled`: a bundle of agent-child.ts from precompile() run by plain node; default: the
-   * TypeScript entry under the tsx loader, as the product runs (bin/kiosk-agent.mjs registers tsx).
+   * `precompiled`: this bundle instead of the shipped-form one; `tsx`: the TypeScript entry under the
+   * tsx loader instead (how the product ran before it shipped a bundle, kept for comparison).
    */
-  constructor(options: ChildOptions, run: { nodeArgs?: string[]; precompiled?: string } = {}) {
+  constructor(options: ChildOptions, run: { nodeArgs?: string[]; precompiled?: string; tsx?: boolean } = {}) {
     const extra = (process.env["BENCH_CHILD_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
-    const entry = run.precompiled ? [run.precompiled] : ["--import", "tsx", ENTRY];
+    const bundle = run.tsx ? undefined : (run.precompiled ?? shippedEntry);
+    const entry = bundle ? [bundle] : ["--import", "tsx", ENTRY];
     const spawnedAt = nowMs();
     this.process = spawn(
       process.execPath,
