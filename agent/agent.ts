@@ -190,9 +190,10 @@ export class KioskAgent {
       });
     }
     this.link.on("message", (message) => {
-      // Pushes read before this message are committed and answered first: nothing below may read or
-      // report a job that is not on disk yet.
-      if (message.type !== "push") this.endPushBatch();
+      // Pushes read before a status query or cancel are committed and answered first: nothing may
+      // read or report a job that is not on disk yet. An ack joins the batch: it reports nothing, and
+      // if the batch failed, the acked events would only be sent again.
+      if (message.type !== "push" && message.type !== "ack") this.endPushBatch();
       switch (message.type) {
         case "push":
           this.payloads.handle(message.job, (job, failure) => this.pushInBatch({ ...message, job }, failure));

@@ -4,6 +4,7 @@
  * drives it over IPC (bench/lib/child.ts). Run as `node --import tsx bench/agent-child.ts '<json>'`,
  * so that the process's RSS is the agent's (plus the simulated printer it carries).
  */
+import { readFileSync } from "node:fs";
 import type { ProductionJob } from "../agent/jobs/production-job.js";
 import type { PrinterDriver } from "../drivers/printer/driver.js";
 import type { PrintLine } from "../drivers/printer/raster/render.js";
@@ -185,7 +186,19 @@ function memory(gc: boolean) {
     heapTotalMb: mb(m.heapTotal),
     externalMb: mb(m.external),
     arrayBuffersMb: mb(m.arrayBuffers),
+    ...rssKinds(),
   };
+}
+
+/** Linux: how much of RSS is anonymous (heaps, malloc) and how much file-backed (code, libraries). */
+function rssKinds(): { rssAnonMb?: number; rssFileMb?: number } {
+  try {
+    const status = readFileSync("/proc/self/status", "utf8");
+    const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1]);
+    return { rssAnonMb: kb("RssAnon") / 1024, rssFileMb: kb("RssFile") / 1024 };
+  } catch {
+    return {};
+  }
 }
 
 type Request = { id: number; cmd: string } & Record<string, unknown>;

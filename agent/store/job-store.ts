@@ -239,7 +239,8 @@ export class JobStore {
       const now = this.isoNow();
       const to: JobState = input.kind === "valid" ? "READY" : "DATA_EXCEPTION";
       const details = input.kind === "data-exception" ? input.details : undefined;
-      this.statements.insertJob.run({
+      // The row as inserted: the event and the audit line are built from it, not read back.
+      const row: JobRow = {
         operationId: input.operationId,
         cardId: input.cardId,
         issuerRequestId: input.issuerRequestId ?? null,
@@ -248,13 +249,18 @@ export class JobStore {
         errorCode: details?.errorCode ?? null,
         error: details?.error ?? null,
         maskedPan: input.kind === "valid" ? (input.maskedPan ?? null) : null,
-        sealedJob: input.kind === "valid" ? this.box.seal(input.jobJson, input.operationId) : null,
         collectTimeoutSec: input.kind === "valid" ? (input.collectTimeoutSec ?? null) : null,
+        retractReason: null,
         acceptedAt: now,
         endedAt: to === "DATA_EXCEPTION" ? now : null,
+        updatedAt: now,
+      };
+      this.statements.insertJob.run({
+        ...row,
+        sealedJob: input.kind === "valid" ? this.box.seal(input.jobJson, input.operationId) : null,
       });
-      const event = this.writeEvent(input.operationId, transitionEvent("NEW", to)!);
-      this.writeAudit("ACCEPTED", input.operationId, null, event.d1Status, input.source);
+      const event = this.writeEvent(row, transitionEvent("NEW", to)!);
+      this.writeAudit("ACCEPTED", row, null, event.d1Status, input.source);
       return { duplicate: false, state: to, event };
     })();
   }
@@ -303,13 +309,13 @@ export class JobStore {
         now,
         purge: terminal ? 1 : 0,
       }).changes;
+      const row = this.get(operationId);
       if (changed === 0) {
-        const row = this.get(operationId);
         if (!row) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} is not in the store`);
         throw new StoreError("STALE_STATE", `job ${operationId} is ${row.state}, not ${from}`);
       }
-      const written = d1Status === null ? null : this.writeEvent(operationId, d1Status);
-      this.writeAudit("TRANSITION", operationId, from, d1Status);
+      const written = d1Status === null ? null : this.writeEvent(row!, d1Status);
+      this.writeAudit("TRANSITION", row!, from, d1Status);
       return written;
     })();
     // After the caller has sent the status (same turn): the checkpoint must not delay CARD_PROD_DONE.
@@ -431,8 +437,8 @@ export class JobStore {
     return (this.statements.unackedCount.get() as { n: number }).n;
   }
 
-  private writeEvent(operationId: string, d1Status: D1Status): OutboxEvent {
-    const row = this.get(operationId)!;
+  private writeEvent(row: JobRow, d1Status: D1Status): OutboxEvent {
+    const { operationId } = row;
     const operation = buildOperation(row, d1Status);
     const eventId = randomUUID();
     const json = JSON.stringify(operation);
@@ -442,15 +448,14 @@ export class JobStore {
 
   private writeAudit(
     kind: "ACCEPTED" | "TRANSITION",
-    operationId: string,
+    row: JobRow,
     from: JobState | null,
     d1Status: string | null,
     source?: PushSource,
   ): void {
-    const row = this.get(operationId)!;
     this.statements.insertAudit.run({
       ...emptyAudit(row.updatedAt, kind),
-      operationId,
+      operationId: row.operationId,
       cardId: row.cardId,
       issuerRequestId: row.issuerRequestId,
       fromState: from,

@@ -24,6 +24,14 @@ export interface LongRunOptions {
   suffix?: string;
 }
 
+interface GcSample {
+  rssMb: number;
+  heapUsedMb: number;
+  heapTotalMb: number;
+  rssAnonMb?: number;
+  rssFileMb?: number;
+}
+
 interface Sample {
   cards: number;
   rssMb: number;
@@ -77,6 +85,15 @@ export async function longRunFigures(o: LongRunOptions): Promise<Figure[]> {
       baseline_at_cards: o.baselineAt,
       rss_after_gc_mb: { baseline: round(baseGc.rssMb, 1), end: round(endGc.rssMb, 1) },
       heap_used_after_gc_mb: { baseline: round(baseGc.heapUsedMb, 1), end: round(endGc.heapUsedMb, 1) },
+      heap_total_after_gc_mb: { baseline: round(baseGc.heapTotalMb, 1), end: round(endGc.heapTotalMb, 1) },
+      rss_anon_after_gc_mb: {
+        baseline: round(baseGc.rssAnonMb ?? Number.NaN, 1),
+        end: round(endGc.rssAnonMb ?? Number.NaN, 1),
+      },
+      rss_file_after_gc_mb: {
+        baseline: round(baseGc.rssFileMb ?? Number.NaN, 1),
+        end: round(endGc.rssFileMb ?? Number.NaN, 1),
+      },
       rss_no_gc_mb: { baseline: round(base.rssMb, 1), end: round(last.rssMb, 1) },
       max_rss_mb: round(Math.max(...samples.map((s) => s.rssMb)), 1),
       slope_mb_per_1000_cards: round(slope, 3),
@@ -135,7 +152,7 @@ async function produce(o: LongRunOptions, cards: number, mode: "as-shipped" | "l
     let done = 0;
     let failed = 0;
     let stoppedByBudget = false;
-    let baseGc: { rssMb: number; heapUsedMb: number } | undefined;
+    let baseGc: GcSample | undefined;
     let sampling = Promise.resolve();
     let finish!: () => void;
     let fail!: (e: Error) => void;
@@ -177,7 +194,7 @@ async function produce(o: LongRunOptions, cards: number, mode: "as-shipped" | "l
     await finished;
     const seconds = (nowMs() - t0) / 1000;
     if (failed > 0) throw new Error(`${failed} cards failed during the ${mode} run`);
-    const endGc = await child.request<{ rssMb: number; heapUsedMb: number }>("mem", { gc: true });
+    const endGc = await child.request<GcSample>("mem", { gc: true });
     const db = await child.request<{ renderCache: { hits: number; misses: number } }>("db");
     progress(`${mode} run: ${done} cards in ${round(seconds, 1)} s`);
     return { samples, seconds, stoppedByBudget, baseGc, endGc, renderCache: db.renderCache };
