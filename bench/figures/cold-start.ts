@@ -9,6 +9,7 @@ import { PtyDevice } from "../../simulator/pty/pty-device.js";
 import { benchDataDir, newToken, STATION } from "../lib/assemble.js";
 import { AgentChild, type ReadyInfo } from "../lib/child.js";
 import { LeanD1 } from "../lib/lean-d1.js";
+import { shippedNodeFlags } from "../lib/shipped-node-flags.js";
 import {
   atMost,
   type Figure,
@@ -142,7 +143,7 @@ export async function coldStartFigures(o: ColdStartOptions): Promise<Figure[]> {
         figure(`cold_start_ms_${label}`, med(cli[name]!), "ms", atMost(500), {
           runs: o.runs,
           all_ms: cli[name]!.map((s) => round(s.ms, 0)),
-          command: "node bin/kiosk-agent.mjs run --config FILE (runs dist/kiosk-agent.mjs), printer on a pty",
+          command: `node ${shippedNodeFlags().join(" ")} bin/kiosk-agent.mjs run --config FILE (runs dist/kiosk-agent.mjs), printer on a pty`,
           ran_the_bundle: `${cli[name]!.filter((s) => s.entry === "dist").length}/${cli[name]!.length}`,
           from_source_tsx_ms: round(med(tsx[name]!), 0),
           from_source_tsx_all_ms: tsx[name]!.map((s) => round(s.ms, 0)),
@@ -286,7 +287,7 @@ async function cliStartOnce(
   delete env["KIOSK_AGENT_FROM_SOURCE"];
   if (form === "from-source") env["KIOSK_AGENT_FROM_SOURCE"] = "1";
   const t0 = nowMs();
-  const agent = spawn(process.execPath, [CLI, "run", "--config", configFile], {
+  const agent = spawn(process.execPath, [...shippedNodeFlags(), CLI, "run", "--config", configFile], {
     cwd: REPO,
     env,
     stdio: ["ignore", "pipe", "pipe"],

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import type { ChildOptions } from "../agent-child.js";
+import { shippedNodeFlags } from "./shipped-node-flags.js";
 import { nowMs } from "./util.js";
 
 const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -34,9 +35,8 @@ export function useShippedEntry(bundle: string | undefined): void {
 }
 
 export function childRuntime(run: { tsx?: boolean } = {}): string {
-  return !run.tsx && shippedEntry
-    ? "bundle under plain node (as shipped)"
-    : "TypeScript under the tsx loader";
+  const how = !run.tsx && shippedEntry ? "bundle under plain node" : "TypeScript under the tsx loader";
+  return `${how}, node ${shippedNodeFlags().join(" ")} (the service's flags)`;
 }
 
 /**
@@ -62,12 +62,14 @@ export class AgentChild {
     const extra = (process.env["BENCH_CHILD_NODE_ARGS"] ?? "").split(" ").filter(Boolean);
     const bundle = run.tsx ? undefined : (run.precompiled ?? shippedEntry);
     const entry = bundle ? [bundle] : ["--import", "tsx", ENTRY];
+    // The service's own node flags first (deploy/kiosk-agent.service); an experiment's come after
+    // and win.
+    const flags = [...shippedNodeFlags(), ...(run.nodeArgs ?? [])];
     const spawnedAt = nowMs();
-    this.process = spawn(
-      process.execPath,
-      [...(run.nodeArgs ?? []), ...extra, ...entry, JSON.stringify(options)],
-      { cwd: REPO, stdio: ["ignore", "inherit", "inherit", "ipc"] },
-    );
+    this.process = spawn(process.execPath, [...flags, ...extra, ...entry, JSON.stringify(options)], {
+      cwd: REPO,
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
     this.exited = new Promise((resolve) => this.process.once("exit", (code) => resolve(code)));
     this.ready = new Promise((resolve, reject) => {
       this.process.once("exit", (code) => reject(new Error(`agent child exited (${code}) before ready`)));
