@@ -1,39 +1,40 @@
-import { auditCommand } from "./audit.js";
-import { configCheckCommand } from "./config-check.js";
-import { d1EmulatorCommand } from "./d1-emulator.js";
-import { demoCommand } from "./demo.js";
-import { keysCommand } from "./keys.js";
-import { runCommand } from "./run.js";
-import { simulatorCommand } from "./simulator.js";
-import { statusCommand } from "./status.js";
-
 /**
- * `kiosk-agent <command>`. Exit codes: 0 success; 1 the command ran and failed (a demo job did not
+ * `kiosk-agent <command>`. Each command's modules are loaded (and, in the bundle, initialised) only
+ * when it runs: the service's start does not pay for the simulator, the emulator or the demo. Exit codes: 0 success; 1 the command ran and failed (a demo job did not
  * end, a config is invalid); 2 wrong usage.
  */
 const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promise<number> }> = {
-  run: { summary: "run the agent as a service (kiosk-agent run --config FILE)", run: runCommand },
-  demo: { summary: "agent + simulated printer + D1 emulator, pushes sample jobs", run: demoCommand },
-  config: { summary: "config check FILE: validate a configuration file", run: configCheckCommand },
+  run: {
+    summary: "run the agent as a service (kiosk-agent run --config FILE)",
+    run: async (argv) => (await import("./run.js")).runCommand(argv),
+  },
+  demo: {
+    summary: "agent + simulated printer + D1 emulator, pushes sample jobs",
+    run: async (argv) => (await import("./demo.js")).demoCommand(argv),
+  },
+  config: {
+    summary: "config check FILE: validate a configuration file",
+    run: async (argv) => (await import("./config-check.js")).configCheckCommand(argv),
+  },
   keys: {
     summary: "keys generate --out DIR: the station key pair for encrypted jobs (JWE)",
-    run: keysCommand,
+    run: async (argv) => (await import("./keys.js")).keysCommand(argv),
   },
   audit: {
     summary: "audit export --data-dir DIR [--format csv|json] [--since ISO]: the audit trail",
-    run: (argv) => auditCommand(argv),
+    run: async (argv) => (await import("./audit.js")).auditCommand(argv),
   },
   status: {
     summary: "ask a running agent: D1 link, devices, queue, last errors",
-    run: (argv) => statusCommand(argv),
+    run: async (argv) => (await import("./status.js")).statusCommand(argv),
   },
   simulator: {
     summary: "the virtual printer on a pseudo-terminal, for an agent run separately; faults",
-    run: (argv) => simulatorCommand(argv),
+    run: async (argv) => (await import("./simulator.js")).simulatorCommand(argv),
   },
   "d1-emulator": {
     summary: "a D1 for an agent run separately: push a job file, list what it reported",
-    run: (argv) => d1EmulatorCommand(argv),
+    run: async (argv) => (await import("./d1-emulator.js")).d1EmulatorCommand(argv),
   },
 };
 

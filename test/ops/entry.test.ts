@@ -201,7 +201,8 @@ describe("the bundle (scripts/build.ts)", () => {
     expect(map.sources).toContain("../agent/cli/main.ts");
     expect(map.sources.filter((s) => s.includes("node_modules"))).toEqual([]);
     const lines = text.split("\n");
-    const line = lines.findIndex((l) => l.startsWith("var AGENT_VERSION = "));
+    // (Inside the lazily initialised module of a command, esbuild writes the assignment indented.)
+    const line = lines.findIndex((l) => /^\s*(var )?AGENT_VERSION = /.test(l));
     const inWs = lines.indexOf("// node_modules/ws/lib/websocket.js") + 1;
     expect(line).toBeGreaterThan(0);
     expect(inWs).toBeGreaterThan(0);
