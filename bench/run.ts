@@ -157,10 +157,11 @@ async function experimentFigures(): Promise<Figure[]> {
     rmSync(q.dataDir, { recursive: true, force: true });
     out.push(...q.figures.map((f) => ({ ...f, goal: "info", ok: undefined })));
   }
-  // Memory: the product before it shipped a bundle (tsx), and a smaller V8 young generation.
+  // Memory: the product before it shipped a bundle (tsx), and V8's young generation left to grow.
   const variants: Array<[string, Parameters<typeof queueFigures>[0]]> = [
     ["_exp_tsx", { jobs: QUEUED, timedJobs: 500, window: 64, tsx: true }],
-    ["_exp_semi1", { jobs: QUEUED, timedJobs: 500, window: 64, nodeArgs: ["--max-semi-space-size=1"] }],
+    // The service pins the young generation at 1 MB; 16 MB is V8's own upper bound on 64-bit.
+    ["_exp_semi16", { jobs: QUEUED, timedJobs: 500, window: 64, nodeArgs: ["--max-semi-space-size=16"] }],
   ];
   for (const [suffix, options] of variants) {
     const q = await queueFigures({ ...options, suffix });
