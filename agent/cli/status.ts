@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { ConfigError, loadConfig } from "../config/load.js";
 import type { ConsoleSnapshot } from "../console/types.js";
 import { parseCommandArgs, UsageError } from "./args.js";
+import { shortId } from "./jobs-file.js";
 
 export const STATUS_HELP = `Usage: kiosk-agent status [--url URL] [--token TOKEN] [--config FILE] [--json]
 
@@ -164,7 +165,7 @@ export function formatStatus(s: ConsoleSnapshot, origin: string): string {
             .slice(0, 10)
             .map((j) => [
               clock(j.updatedAt),
-              short(j.operationId),
+              shortId(j.operationId),
               j.maskedPan ?? "",
               j.state,
               j.d1Status,
@@ -186,7 +187,7 @@ export function formatStatus(s: ConsoleSnapshot, origin: string): string {
             e.source,
             e.reason,
             e.error ?? "",
-            short(e.operationId ?? ""),
+            shortId(e.operationId ?? ""),
           ]),
         ),
       ),
@@ -208,7 +209,7 @@ function deviceRow(d: ConsoleSnapshot["devices"][number]): string[] {
   const detail = [
     d.path,
     d.since ? `since ${clock(d.since)}` : "",
-    d.step ? `step ${d.step} of ${short(d.operationId ?? "")}` : "",
+    d.step ? `step ${d.step} of ${shortId(d.operationId ?? "")}` : "",
     d.lastFault ? `last fault ${d.lastFault.reason} at ${clock(d.lastFault.at)}` : "",
   ]
     .filter(Boolean)
@@ -239,10 +240,6 @@ function clock(iso: string): string {
   if (Number.isNaN(d.getTime())) return iso;
   const p = (n: number) => String(n).padStart(2, "0");
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-function short(id: string): string {
-  return id.length > 13 ? `${id.slice(0, 13)}…` : id;
 }
 
 function readTokenFile(file: string): string | undefined {
