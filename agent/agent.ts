@@ -6,10 +6,10 @@ import {
   type ConfiguredMagstripeEncoder,
   createMagstripeEncoder,
 } from "../drivers/magstripe/create-encoder.js";
-import { PrinterDriver } from "../drivers/printer/driver.js";
-import { renderPanelAsync } from "../drivers/printer/raster/render.js";
+import type { CardPrinter } from "../drivers/printer/card-printer.js";
+import { createPrinter } from "../drivers/printer/create-printer.js";
+import { renderCardImageAsync } from "../drivers/printer/raster/render.js";
 import type { HidBackend } from "../drivers/transport/hid-transport.js";
-import { SerialTransport } from "../drivers/transport/serial-transport.js";
 import { pushSource } from "./audit/audit-log.js";
 import type { AgentConfig } from "./config/schema.js";
 import { ConsoleServer } from "./console/server.js";
@@ -45,7 +45,10 @@ import { AGENT_VERSION } from "./version.js";
 export interface AgentDependencies {
   logger: Logger;
   clock?: Clock;
-  /** The serialport binding under the printer port: the OS one on a kiosk, the simulator's in a demo. */
+  /**
+   * The serialport binding under a `printer.link: serial` port (and a serial magstripe encoder): the
+   * OS one on a kiosk, the simulator's in a demo. USB and TCP links open the OS device directly.
+   */
   serialBinding: BindingInterface;
   /** The chip reader, when the kiosk has one. */
   chip?: ApduTransport;
@@ -63,7 +66,8 @@ export class KioskAgent {
   readonly store: JobStore;
   readonly link: D1Link;
   readonly outbox: OutboxSender;
-  readonly printer: PrinterDriver;
+  /** The printer, through its family's adapter (drivers/printer/create-printer.ts). */
+  readonly printer: CardPrinter;
   readonly supervisor: PrinterSupervisor;
   readonly magstripe: ConfiguredMagstripeEncoder;
   readonly pipeline: ProductionPipeline;
@@ -112,16 +116,10 @@ export class KioskAgent {
       logger: this.log,
       resendAfterMs: config.d1.resendAfterMs,
     });
-    const transport = new SerialTransport({
-      path: config.printer.path,
-      baudRate: config.printer.baudRate,
-      binding: deps.serialBinding,
-    });
-    this.printer = new PrinterDriver({
-      transport,
+    this.printer = createPrinter(config.printer, {
       clock: this.clock,
       logger: this.log,
-      timeouts: config.printer.timeouts,
+      serialBinding: deps.serialBinding,
     });
     this.supervisor = new PrinterSupervisor({
       printer: this.printer,
@@ -156,7 +154,7 @@ export class KioskAgent {
       supervisor: this.supervisor,
       holdWhileStoppedMs: config.production.holdWhileStoppedSec * 1000,
       chip: deps.chip,
-      render: renderPanelAsync,
+      render: renderCardImageAsync,
       clock: this.clock,
       logger: this.log,
       defaultCollectTimeoutSec: config.production.defaultCollectTimeoutSec,

@@ -6,17 +6,19 @@
  */
 import { readFileSync } from "node:fs";
 import type { ProductionJob } from "../agent/jobs/production-job.js";
-import type { PrinterDriver } from "../drivers/printer/driver.js";
+import { type CardImage, sameImage } from "../drivers/printer/card-image.js";
+import type { EvolisPrinter } from "../drivers/printer/evolis/evolis-printer.js";
 import type { PrintLine } from "../drivers/printer/raster/render.js";
-import type { CardRecord, VirtualPrinter } from "../simulator/printer/virtual-printer.js";
+import type { CardRecord, VirtualEvolisPrinter } from "../simulator/printer/virtual-evolis-printer.js";
 import { nowMs } from "./lib/util.js";
 
 // Everything heavy is imported here, timed: the cold-start figure splits module loading from start-up.
 const modulesStartedAt = performance.now();
 const { systemClock } = await import("../agent/util/clock.js");
 const { createLogger } = await import("../agent/log/logger.js");
-const { PrinterDriver: Driver } = await import("../drivers/printer/driver.js");
-const { renderPanel } = await import("../drivers/printer/raster/render.js");
+const { EvolisPrinter: Driver } = await import("../drivers/printer/evolis/evolis-printer.js");
+const { EVOLIS_PRINT_AREA } = await import("../drivers/printer/evolis/panel.js");
+const { renderCardImage } = await import("../drivers/printer/raster/render.js");
 const { SerialTransport } = await import("../drivers/transport/serial-transport.js");
 const { attachVirtualPrinter } = await import("../simulator/printer/index.js");
 const { AGENT_PORT, assembleAgent, BARE_PORT, cachedRenderer, replaceRenderer } = await import(
@@ -72,15 +74,15 @@ for (const experiment of options.experiments ?? []) {
   else throw new Error(`unknown experiment ${experiment}`);
 }
 
-const prerendered = new Map<string, Buffer>();
+const prerendered = new Map<string, CardImage>();
 const renderCache = cachedRenderer();
 if (options.render === "cache") replaceRenderer(agent, renderCache);
 if (options.render === "prerendered") replaceRenderer(agent, prerenderedPanel);
 
-function prerenderedPanel(lines: PrintLine[]): Buffer {
-  const panel = prerendered.get(JSON.stringify(lines));
-  if (!panel) throw new Error("bench: panel was not pre-rendered");
-  return panel;
+function prerenderedPanel(lines: PrintLine[]): CardImage {
+  const image = prerendered.get(JSON.stringify(lines));
+  if (!image) throw new Error("bench: side was not pre-rendered");
+  return image;
 }
 
 // ---- the cardholder -------------------------------------------------------------------------------
@@ -90,8 +92,8 @@ const rand = (): number => {
   seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
   return seed / 0x7fffffff;
 };
-const lastPanels = new Map<VirtualPrinter, { front?: Buffer; back?: Buffer }>();
-function cardholder(p: VirtualPrinter, reportTaken: boolean): void {
+const lastPanels = new Map<VirtualEvolisPrinter, { front?: CardImage; back?: CardImage }>();
+function cardholder(p: VirtualEvolisPrinter, reportTaken: boolean): void {
   p.on("card-presented", () => {
     if (take.kind === "now") setImmediate(() => p.takeCardNow());
     else setTimeout(() => p.takeCardNow(), take.minMs + rand() * (take.maxMs - take.minMs));
@@ -126,48 +128,50 @@ cardholder(printer, true);
 }
 
 // ---- bare reference drivers -------------------------------------------------------------------------
-let bare: PrinterDriver | undefined;
-let raw: PrinterDriver | undefined;
-let rawPrinter: VirtualPrinter | undefined;
+let bare: EvolisPrinter | undefined;
+let raw: EvolisPrinter | undefined;
+let rawPrinter: VirtualEvolisPrinter | undefined;
 if (options.bare) {
   const quiet = createLogger({ level: "silent" });
   rawPrinter = attachVirtualPrinter(binding, RAW_PORT, {
     takeAfterMs: null,
     feederCards: 10_000_000,
     ribbonPanels: 999_999,
-    captureBinCapacity: 10_000_000,
     rejectBoxCapacity: 10_000_000,
     keepRecords: 0,
   });
   cardholder(barePrinter!, false);
   cardholder(rawPrinter, false);
+  // Behind a serial link, like the agent's (the same command sequence per card).
   bare = new Driver({
     transport: new SerialTransport({ path: BARE_PORT, baudRate: 115_200, binding }),
+    link: "serial",
     clock: systemClock,
     logger: quiet,
   });
   raw = new Driver({
     transport: new RawBitmapTransport(new SerialTransport({ path: RAW_PORT, baudRate: 115_200, binding })),
+    link: "serial",
     clock: systemClock,
     logger: quiet,
   });
 }
 
-function panelsOf(job: ProductionJob): { front: Buffer; back: Buffer } {
+function panelsOf(job: ProductionJob): { front: CardImage; back: CardImage } {
   return {
-    front: renderPanel(job.productionData.print!.front! as PrintLine[]),
-    back: renderPanel(job.productionData.print!.back! as PrintLine[]),
+    front: renderCardImage(job.productionData.print!.front! as PrintLine[], EVOLIS_PRINT_AREA),
+    back: renderCardImage(job.productionData.print!.back! as PrintLine[], EVOLIS_PRINT_AREA),
   };
 }
 
 /** The pipeline's printer command sequence for this card, on a bare driver (no store, no D1). */
-async function bareCard(driver: PrinterDriver, port: string, job: ProductionJob) {
+async function bareCard(driver: EvolisPrinter, port: string, job: ProductionJob) {
   const panels = panelsOf(job);
   const bytes0 = binding.bytesFromHost(port);
   const t0 = nowMs();
   const data = job.productionData;
   await driver.insertCard();
-  await driver.printPanels(panels);
+  await driver.printSides(panels);
   const { track1, track2, track3, coercivity } = data.magstripe!;
   await driver.encodeMagstripe({ track1, track2, track3 }, coercivity ?? "HICO");
   await driver.presentCard();
@@ -225,7 +229,7 @@ async function handle(req: Request): Promise<unknown> {
       const mode = req["mode"] as ChildOptions["render"];
       replaceRenderer(
         agent,
-        mode === "prerendered" ? prerenderedPanel : mode === "cache" ? renderCache : renderPanel,
+        mode === "prerendered" ? prerenderedPanel : mode === "cache" ? renderCache : renderCardImage,
       );
       return {};
     }
@@ -247,10 +251,10 @@ async function handle(req: Request): Promise<unknown> {
         const same =
           agentPanels?.front !== undefined &&
           rawPanels?.front !== undefined &&
-          agentPanels.front.equals(rawPanels.front) &&
+          sameImage(agentPanels.front, rawPanels.front) &&
           agentPanels.back !== undefined &&
           rawPanels.back !== undefined &&
-          agentPanels.back.equals(rawPanels.back);
+          sameImage(agentPanels.back, rawPanels.back);
         return { ...r, same };
       }
       return bareCard(bare!, BARE_PORT, job);

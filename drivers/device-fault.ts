@@ -13,7 +13,14 @@ export type DeviceFault =
   | "MAG_READ"
   | "MAG_VERIFY"
   | "REJECT_BOX_FULL"
-  | "CAPTURE_BIN_FULL"
+  /** The printer asks for a cleaning before it prints again. */
+  | "CLEANING_REQUIRED"
+  /** The printer's own mechanical timeout or a head/hopper fault. */
+  | "MECHANICAL_ERROR"
+  /** A card is where the move needs none (a feed with a card still inside). */
+  | "CARD_IN_PATH"
+  /** An error reply the driver has no row for: still an error, answered at once. */
+  | "PRINTER_ERROR"
   | "DEVICE_TIMEOUT"
   | "DEVICE_DISCONNECTED"
   | "COMMAND_REJECTED"

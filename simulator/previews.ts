@@ -23,15 +23,10 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PNG } from "pngjs";
 import type { ProductionStep } from "../agent/pipeline/pipeline.js";
+import { type CardImage, cloneImage, inkBox, setPixel } from "../drivers/printer/card-image.js";
 import { CARD_HEIGHT_MM, CARD_WIDTH_MM, mmToDots } from "../drivers/printer/raster/geometry.js";
-import {
-  type LandscapeBitmap,
-  landscapeToPanel,
-  type PrintLine,
-  panelToLandscape,
-  renderLandscape,
-} from "../drivers/printer/raster/render.js";
-import type { CardOutcome, CardRecord, VirtualPrinter } from "./printer/virtual-printer.js";
+import { type PrintLine, renderCardImage } from "../drivers/printer/raster/render.js";
+import type { CardOutcome, CardRecord, VirtualEvolisPrinter } from "./printer/virtual-evolis-printer.js";
 
 export type CardSide = "front" | "back";
 
@@ -91,78 +86,52 @@ export function maskPrintLines(lines: ReadonlyArray<SensitivePrintLine>): PrintL
   }));
 }
 
-/** Ink bounding box of a bitmap, or undefined when it is blank. */
-export function inkBox(
-  bitmap: LandscapeBitmap,
-): { x0: number; y0: number; x1: number; y1: number } | undefined {
-  const { width, height, ink } = bitmap;
-  let x0 = width;
-  let y0 = height;
-  let x1 = -1;
-  let y1 = -1;
-  for (let y = 0; y < height; y++) {
-    const row = y * width;
-    for (let x = 0; x < width; x++) {
-      if (!ink[row + x]) continue;
-      if (x < x0) x0 = x;
-      if (x > x1) x1 = x;
-      if (y < y0) y0 = y;
-      if (y > y1) y1 = y;
-    }
-  }
-  return x1 < 0 ? undefined : { x0, y0, x1, y1 };
-}
-
 /**
- * The received panel with each sensitive line replaced by its masked text (see the file comment).
- * Returns a panel in the printer's layout.
+ * The received side with each sensitive line replaced by its masked text (see the file comment).
+ * The lines are rendered on the received image's own print area, as the agent rendered them.
  */
-export function maskPanel(received: Buffer, lines: ReadonlyArray<SensitivePrintLine>): Buffer {
+export function maskImage(received: CardImage, lines: ReadonlyArray<SensitivePrintLine>): CardImage {
   const sensitive = lines.filter((l) => l.sensitive === true);
   if (sensitive.length === 0) return received;
-  const picture = panelToLandscape(received);
-  const { width, height, ink } = picture;
+  const area = { width: received.width, height: received.height, dpi: received.dpi };
+  const picture = cloneImage(received);
   for (const line of sensitive) {
-    const box = inkBox(renderLandscape([line]));
+    const box = inkBox(renderCardImage([line], area));
     if (!box) continue;
     const xa = Math.max(0, box.x0 - ERASE_MARGIN);
-    const xb = Math.min(width - 1, box.x1 + ERASE_MARGIN);
+    const xb = Math.min(area.width - 1, box.x1 + ERASE_MARGIN);
     const ya = Math.max(0, box.y0 - ERASE_MARGIN);
-    const yb = Math.min(height - 1, box.y1 + ERASE_MARGIN);
-    for (let y = ya; y <= yb; y++) ink.fill(0, y * width + xa, y * width + xb + 1);
+    const yb = Math.min(area.height - 1, box.y1 + ERASE_MARGIN);
+    for (let y = ya; y <= yb; y++) for (let x = xa; x <= xb; x++) setPixel(picture, x, y, false);
   }
-  const masked = renderLandscape(maskPrintLines(sensitive));
-  for (let i = 0; i < ink.length; i++) if (masked.ink[i]) ink[i] = 1;
-  return landscapeToPanel(picture);
+  const masked = renderCardImage(maskPrintLines(sensitive), area);
+  for (let i = 0; i < picture.bits.length; i++) picture.bits[i]! |= masked.bits[i] ?? 0;
+  return picture;
 }
 
-/** The card's own edges in landscape pixels: the panel's last lines and dots lie past them. */
-const CARD_RIGHT = Math.round(mmToDots(CARD_WIDTH_MM)); // 1011
-const CARD_BOTTOM = Math.round(mmToDots(CARD_HEIGHT_MM)); // 638
 const EDGE_GREY = 0x99;
 const OFF_CARD_GREY = 0xe4;
 
 /**
  * One side as a PNG, landscape and upright as the cardholder sees it, one pixel per printer dot:
  * black ink on the white card, the card's edge in grey and the overprint margin past it shaded.
+ * The card's top-left corner is the image's (the Windows driver's "fit" captures draw the card
+ * there, leaving the margin at the right and bottom: docs/raster.md).
  */
-export function sidePng(panel: Buffer): Buffer {
-  const { width, height, ink } = panelToLandscape(panel);
+export function sidePng(image: CardImage): Buffer {
+  const { width, height } = image;
+  const right = Math.round(mmToDots(CARD_WIDTH_MM, image.dpi));
+  const bottom = Math.round(mmToDots(CARD_HEIGHT_MM, image.dpi));
   const png = new PNG({ width, height });
   const data = png.data;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
-      const i = y * width + x;
-      const p = i * 4;
+      const p = (y * width + x) * 4;
       let v = 0xff;
-      if (x >= CARD_RIGHT || y >= CARD_BOTTOM) v = OFF_CARD_GREY;
-      if (
-        (x === CARD_RIGHT - 1 || y === CARD_BOTTOM - 1 || x === 0 || y === 0) &&
-        x < CARD_RIGHT &&
-        y < CARD_BOTTOM
-      )
+      if (x >= right || y >= bottom) v = OFF_CARD_GREY;
+      if ((x === right - 1 || y === bottom - 1 || x === 0 || y === 0) && x < right && y < bottom)
         v = EDGE_GREY;
-      if (ink[i]) v = 0;
+      if ((image.bits[y * image.rowBytes + (x >> 3)]! & (0x80 >> (x & 7))) !== 0) v = 0;
       data[p] = v;
       data[p + 1] = v;
       data[p + 2] = v;
@@ -182,7 +151,7 @@ export function previewCard(
   const masked: SidePngs = {};
   let withheld: string | undefined;
   if (sides.length > 0 && lines === undefined) withheld = "the job's print lines are unknown";
-  else for (const s of sides) masked[s] = sidePng(maskPanel(card[s]!, lines?.[s] ?? []));
+  else for (const s of sides) masked[s] = sidePng(maskImage(card[s]!, lines?.[s] ?? []));
   const preview: CardPreview = {
     serial: card.serial,
     outcome: card.outcome,
@@ -229,7 +198,7 @@ export interface PipelineLike {
 }
 
 export interface PreviewRecorderOptions {
-  printer: VirtualPrinter;
+  printer: VirtualEvolisPrinter;
   pipeline: PipelineLike;
   /**
    * The print lines of a job, asked for when its production starts (the job is still in the store

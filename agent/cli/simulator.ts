@@ -3,8 +3,10 @@ import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { FAULT_RULES, type FaultOptions, type PrinterFaultName } from "../../simulator/printer/faults.js";
-import { type CardRecord, VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import { type CardRecord, VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import { PtyDevice } from "../../simulator/pty/pty-device.js";
+import type { VirtualSerialLink } from "../../simulator/serial/virtual-binding.js";
+import { TcpDeviceServer } from "../../simulator/tcp/tcp-device-server.js";
 import { parseCommandArgs, UsageError } from "./args.js";
 
 const FAULTS = Object.keys(FAULT_RULES) as PrinterFaultName[];
@@ -12,12 +14,14 @@ const DEFAULT_LINK = join(tmpdir(), "ttyKIOSK0");
 
 export const SIMULATOR_HELP = `Usage: kiosk-agent simulator [options]
 
-Starts the virtual card printer on a pseudo-terminal, so that an agent running separately
-(kiosk-agent run) opens it through the OS serial port exactly as it opens a USB-serial printer.
-Point the agent's "printer": { "path": ... } at the printed path. Prints one line per card event.
+Starts the simulated Evolis kiosk printer for an agent running separately (kiosk-agent run): on a
+pseudo-terminal, which the agent opens as a USB printer-class device file ("link": "usb", as
+/dev/usb/lp0) or as a serial port ("link": "serial"); or, with --tcp, on a TCP port of 127.0.0.1
+("link": "tcp"). It prints the agent's "printer" configuration and one line per card event.
 
 Options:
-  --link PATH          a stable path for the port, a symlink to the pty (default ${DEFAULT_LINK})
+  --link PATH          a stable path for the device, a symlink to the pty (default ${DEFAULT_LINK})
+  --tcp PORT           serve on 127.0.0.1:PORT instead of a pty (0: any free port)
   --fault SPEC         arm a printer fault at start; repeatable. SPEC is NAME, NAME:COUNT or
                        NAME:persistent. NAME is one of: ${FAULTS.join(", ")}
   --take-after-ms MS   the simulated cardholder takes a presented card after MS (default 2000);
@@ -36,11 +40,12 @@ Commands on standard input, while it runs:
   help                            this list
   quit                            stop (so do Ctrl-C and SIGTERM)
 
-Exit codes: 0 stopped on request; 1 the pseudo-terminal could not be made (python3 missing, the
+Exit codes: 0 stopped on request; 1 the pseudo-terminal or the TCP port could not be opened (python3 missing, the
 link path not writable); 2 usage error.`;
 
 const OPTIONS = {
   link: { type: "string" },
+  tcp: { type: "string" },
   fault: { type: "string", multiple: true },
   "take-after-ms": { type: "string" },
   feeder: { type: "string" },
@@ -75,8 +80,9 @@ export function parseFaultSpec(spec: string): { name: PrinterFaultName; options:
 }
 
 export async function simulatorCommand(argv: string[], io: SimulatorIo = defaultIo): Promise<number> {
-  let printer: VirtualPrinter;
+  let printer: VirtualEvolisPrinter;
   let link: string;
+  let tcpPort: number | undefined;
   let faults: Array<ReturnType<typeof parseFaultSpec>>;
   try {
     const { values } = parseCommandArgs(argv, OPTIONS);
@@ -98,7 +104,13 @@ export async function simulatorCommand(argv: string[], io: SimulatorIo = default
     }
     faults = (values.fault ?? []).map(parseFaultSpec);
     link = resolve(values.link ?? DEFAULT_LINK);
-    printer = new VirtualPrinter({
+    if (values.tcp !== undefined) {
+      tcpPort = Number(values.tcp);
+      if (!Number.isInteger(tcpPort) || tcpPort < 0 || tcpPort > 65_535) {
+        throw new UsageError("--tcp must be a port number (0: any free port)");
+      }
+    }
+    printer = new VirtualEvolisPrinter({
       takeAfterMs,
       feederCards: ms("feeder", 100),
       latency: { commandMs: ms("command-ms", 2), printMs: ms("print-ms", 150), magMs: ms("mag-ms", 30) },
@@ -121,7 +133,7 @@ export async function simulatorCommand(argv: string[], io: SimulatorIo = default
     ["card-inserted", "fed from the feeder"],
     ["card-presented", "presented in the mouth"],
     ["card-taken", "taken by the cardholder"],
-    ["card-captured", "retracted into the capture bin"],
+    ["card-captured", "taken back from the mouth into the reject box"],
     ["card-rejected", "dropped into the reject box"],
     ["card-ejected", "ejected"],
   ] as const) {
@@ -134,15 +146,28 @@ export async function simulatorCommand(argv: string[], io: SimulatorIo = default
   };
   for (const f of faults) io.out(arm(f));
 
-  let pty: PtyDevice;
+  let device: (VirtualSerialLink & { close(): Promise<void> }) | undefined;
   try {
-    pty = await PtyDevice.start(printer, { linkPath: link });
+    if (tcpPort !== undefined) {
+      const server = await TcpDeviceServer.start(printer, { port: tcpPort });
+      device = server;
+      io.out(`virtual Evolis printer ready on tcp ${server.host}:${server.port}`);
+      io.out(
+        `  agent configuration: "printer": { "link": "tcp", "host": "${server.host}", "port": ${server.port} }`,
+      );
+    } else {
+      const pty = await PtyDevice.start(printer, { linkPath: link });
+      device = pty;
+      io.out(`virtual Evolis printer ready on ${pty.path}`);
+      io.out(`  agent configuration: "printer": { "link": "usb", "path": "${pty.path}" }`);
+      io.out(`  (the pty is also a serial port: "link": "serial" works too)`);
+    }
   } catch (err) {
-    io.err(`kiosk-agent simulator: cannot open a pseudo-terminal at ${link}: ${(err as Error).message}`);
+    const where = tcpPort !== undefined ? `tcp port ${tcpPort}` : `a pseudo-terminal at ${link}`;
+    io.err(`kiosk-agent simulator: cannot open ${where}: ${(err as Error).message}`);
     return 1;
   }
-  io.out(`virtual printer ready on ${pty.path}`);
-  io.out(`  agent configuration: "printer": { "path": "${pty.path}" }`);
+  const pty = device;
   io.out("  type 'help' for commands; Ctrl-C stops");
 
   const stopped = new Promise<void>((done) => {

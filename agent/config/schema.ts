@@ -58,27 +58,56 @@ export const ConfigSchema = z.strictObject({
     }),
   /** Where the job database and the data key live. */
   dataDir: z.string().min(1),
-  printer: z.strictObject({
-    /** Serial device path, e.g. /dev/ttyUSB0. */
-    path: z.string().min(1),
-    baudRate: z.number().int().positive().default(115_200),
-    timeouts: z
-      .strictObject({
-        defaultMs: z.number().int().positive().default(5_000),
-        printMs: z.number().int().positive().default(60_000),
-        magMs: z.number().int().positive().default(15_000),
-      })
-      .default({ defaultMs: 5_000, printMs: 60_000, magMs: 15_000 }),
-    /** How often a stopped printer's status is read to notice that the condition cleared. */
-    statusPollMs: z.number().int().min(10).max(60_000).default(2_000),
-    /** Re-open backoff after the port disappeared (cable pulled, USB reset). */
-    reopen: z
-      .strictObject({
-        initialMs: z.number().int().min(10).default(500),
-        maxMs: z.number().int().min(100).default(10_000),
-      })
-      .default({ initialMs: 500, maxMs: 10_000 }),
-  }),
+  /**
+   * The card printer: its family (which adapter speaks to it) and how it is reached. `link: usb` is
+   * the USB printer-class device file (/dev/usb/lpN), `tcp` a network printer, `serial` a serial or
+   * USB-serial port (often disabled by default on Evolis models: guide §5). docs/devices.md.
+   */
+  printer: z
+    .strictObject({
+      family: z.enum(["evolis"]).default("evolis"),
+      link: z.enum(["serial", "usb", "tcp"]).default("serial"),
+      /** `serial`: the port, e.g. /dev/ttyUSB0. `usb`: the device file, e.g. /dev/usb/lp0. */
+      path: z.string().min(1).optional(),
+      /** `serial` only. */
+      baudRate: z.number().int().positive().default(115_200),
+      /** `tcp` only: the printer's address. */
+      host: z.string().min(1).optional(),
+      /** `tcp` only. No public source gives the port of an Evolis's command channel: set it explicitly. */
+      port: z.number().int().min(1).max(65_535).optional(),
+      timeouts: z
+        .strictObject({
+          defaultMs: z.number().int().positive().default(5_000),
+          printMs: z.number().int().positive().default(60_000),
+          magMs: z.number().int().positive().default(15_000),
+        })
+        .default({ defaultMs: 5_000, printMs: 60_000, magMs: 15_000 }),
+      /** Silence that ends a reply sent without a terminator. */
+      replyIdleGapMs: z.number().int().min(5).max(2_000).default(50),
+      /** How often the mouth sensor is read while a presented card waits to be taken. */
+      takePollMs: z.number().int().min(20).max(5_000).default(200),
+      /** How often a stopped printer's status is read to notice that the condition cleared. */
+      statusPollMs: z.number().int().min(10).max(60_000).default(2_000),
+      /** Re-open backoff after the link disappeared (cable pulled, USB reset, printer off). */
+      reopen: z
+        .strictObject({
+          initialMs: z.number().int().min(10).default(500),
+          maxMs: z.number().int().min(100).default(10_000),
+        })
+        .default({ initialMs: 500, maxMs: 10_000 }),
+    })
+    .superRefine((printer, ctx) => {
+      const need = (key: "path" | "host" | "port", why: string) => {
+        if (printer[key] === undefined) ctx.addIssue({ code: "custom", path: [key], message: why });
+      };
+      if (printer.link === "serial")
+        need("path", "printer.link serial needs printer.path (e.g. /dev/ttyUSB0)");
+      if (printer.link === "usb") need("path", "printer.link usb needs printer.path (e.g. /dev/usb/lp0)");
+      if (printer.link === "tcp") {
+        need("host", "printer.link tcp needs printer.host");
+        need("port", "printer.link tcp needs printer.port (the printer's network settings give it)");
+      }
+    }),
   /**
    * Which magnetic stripe encoder the kiosk has: the printer's built-in one, or a separate MSR206
    * family unit over USB HID (MSR605X, found by path or vendor/product id) or over serial.

@@ -7,13 +7,13 @@ import { randomBytes } from "node:crypto";
 import { relative } from "node:path";
 import type { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
 import { PreviewRecorder, printLinesFromStore, writePreviewFiles } from "../../simulator/previews.js";
-import type { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import type { KioskAgent } from "../agent.js";
 import { simulatorControls } from "./sim-controls.js";
 import type { SimulatorControls } from "./types.js";
 
 export interface DemoToolsOptions {
-  printer: VirtualPrinter;
+  printer: VirtualEvolisPrinter;
   emulator: D1Emulator;
   station: string;
   /** Write one PNG per printed card side here. */

@@ -1,20 +1,20 @@
 /**
  * Simulator mode of the console: the fault buttons, the sample-job button and the card preview,
- * wired to the demo's VirtualPrinter, D1 emulator and PreviewRecorder. Only the demo (and tests)
+ * wired to the demo's VirtualEvolisPrinter, D1 emulator and PreviewRecorder. Only the demo (and tests)
  * import this file; the service never does.
  */
 import { randomBytes } from "node:crypto";
 import type { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
 import type { CardPreview, PreviewRecorder } from "../../simulator/previews.js";
 import { FAULT_RULES, type PrinterFaultName } from "../../simulator/printer/faults.js";
-import type { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import { makeSampleJob } from "../jobs/sample-jobs.js";
 import type { ConsolePreview, SimulatorControls } from "./types.js";
 
 export const PRINTER_FAULTS = Object.keys(FAULT_RULES) as PrinterFaultName[];
 
 export interface SimulatorControlsOptions {
-  printer: VirtualPrinter;
+  printer: VirtualEvolisPrinter;
   emulator: D1Emulator;
   station: string;
   /** Can also be attached later (the recorder needs the agent's pipeline, made after these controls). */

@@ -4,7 +4,9 @@
  * pipeline's job in hand and the printer driver's counters. Nothing here talks to a device: a
  * status read must not move a card or use up an injected fault.
  */
+
 import type Database from "better-sqlite3";
+import { describeLink } from "../../drivers/printer/create-printer.js";
 import type { KioskAgent } from "../agent.js";
 import { d1StatusOf, JOB_STATES, type JobState } from "../jobs/state-machine.js";
 import type { Clock } from "../util/clock.js";
@@ -155,7 +157,7 @@ export class SnapshotSource {
     return {
       name: "printer",
       kind: "printer",
-      path: agent.config.printer.path,
+      path: describeLink(agent.config.printer),
       state: s.state,
       since: s.since,
       ...(s.reason !== undefined ? { reason: s.reason } : {}),

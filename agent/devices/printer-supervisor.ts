@@ -1,6 +1,6 @@
 import { EventEmitter } from "node:events";
 import { DeviceError, type DeviceFault } from "../../drivers/device-fault.js";
-import type { PrinterDriver, PrinterStatus } from "../../drivers/printer/driver.js";
+import { type CardPrinter, problemIn } from "../../drivers/printer/card-printer.js";
 import { Backoff } from "../d1/backoff.js";
 import type { Logger } from "../log/logger.js";
 import { type Clock, delay } from "../util/clock.js";
@@ -26,14 +26,17 @@ const STOPPING_FAULTS: ReadonlySet<DeviceFault> = new Set([
   "COVER_OPEN",
   "CARD_JAM",
   "REJECT_BOX_FULL",
-  "CAPTURE_BIN_FULL",
+  "CLEANING_REQUIRED",
+  "MECHANICAL_ERROR",
+  "CARD_IN_PATH",
+  "PRINTER_ERROR",
   "DEVICE_TIMEOUT",
   "PROTOCOL_ERROR",
   "DEVICE_DISCONNECTED",
 ]);
 
 export interface PrinterSupervisorOptions {
-  printer: PrinterDriver;
+  printer: CardPrinter;
   clock: Clock;
   logger: Logger;
   /** How often a stopped printer's status is read to see whether the condition cleared. */
@@ -187,8 +190,16 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     const position = (await printer.readStatus()).cardPosition;
     if (position === "NONE") return;
     this.log.warn({ position }, "a card was left in the printer; clearing it");
-    if (position === "BEZEL") await printer.retractToCaptureBin();
-    else await printer.rejectCard();
+    if (position !== "MOUTH") {
+      await printer.rejectCard();
+      return;
+    }
+    try {
+      await printer.captureCard();
+    } catch (err) {
+      // Taken from the mouth between the status read and the capture: the path is clear.
+      if (!(err instanceof DeviceError && err.code === "NO_CARD")) throw err;
+    }
   }
 
   private set(state: PrinterState, reason?: string): void {
@@ -246,12 +257,4 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
   private isoNow(): string {
     return new Date(this.options.clock.now()).toISOString();
   }
-}
-
-/** The reason keyword a status read gives, or undefined when the printer can take a card. */
-export function problemIn(status: PrinterStatus): DeviceFault | undefined {
-  if (status.coverOpen) return "COVER_OPEN";
-  if (status.feederEmpty) return "FEEDER_EMPTY";
-  if (status.ribbonOut) return "RIBBON_OUT";
-  return undefined;
 }

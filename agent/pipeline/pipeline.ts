@@ -3,7 +3,8 @@ import { ChipError, runApduScript } from "../../drivers/chip/apdu-runner.js";
 import type { ApduTransport } from "../../drivers/chip/apdu-transport.js";
 import { DeviceError } from "../../drivers/device-fault.js";
 import type { MagstripeEncoder } from "../../drivers/magstripe/encoder.js";
-import type { PrinterDriver } from "../../drivers/printer/driver.js";
+import type { CardImage, PrintArea } from "../../drivers/printer/card-image.js";
+import type { CardPrinter, PrintSides } from "../../drivers/printer/card-printer.js";
 import type { PrinterSupervisor } from "../devices/printer-supervisor.js";
 import type { ProductionJob } from "../jobs/production-job.js";
 import type { JobState } from "../jobs/state-machine.js";
@@ -13,19 +14,23 @@ import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 import { REASONS, reasonForDeviceFault } from "./reasons.js";
 
-/** Throws (or rejects) for print lines it cannot render; may render off the event loop. */
-export type PanelRenderer = (
+/**
+ * Renders one side's print lines for the printer's print area (its capabilities say which). Throws
+ * (or rejects) for print lines it cannot render; may render off the event loop.
+ */
+export type SideRenderer = (
   lines: Array<{ text: string; xMm: number; yMm: number; sizePt: number }>,
-) => Buffer | Promise<Buffer>;
+  area: PrintArea,
+) => CardImage | Promise<CardImage>;
 
-type Panels = { front?: Buffer; back?: Buffer };
-type PanelLines = Parameters<PanelRenderer>[0];
+type SideLines = Parameters<SideRenderer>[0];
 
 export type ProductionStep = "render" | "insert" | "chip" | "print" | "encode" | "present" | "collect";
 
 export interface PipelineOptions {
   store: JobStore;
-  printer: PrinterDriver;
+  /** The printer, through the family-neutral interface: the pipeline never sees a command. */
+  printer: CardPrinter;
   supervisor: PrinterSupervisor;
   /** The printer's built-in encoder or a separate one (drivers/magstripe/create-encoder.ts). */
   magstripe: MagstripeEncoder;
@@ -33,7 +38,7 @@ export interface PipelineOptions {
   holdWhileStoppedMs: number;
   /** The chip reader; absent on kiosks without one (a job with a chip part then fails). */
   chip?: ApduTransport;
-  render: PanelRenderer;
+  render: SideRenderer;
   clock: Clock;
   logger: Logger;
   defaultCollectTimeoutSec: number;
@@ -125,12 +130,12 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     const log = this.log.child({ operationId: id, maskedPan: row.maskedPan ?? undefined });
 
     let job: ProductionJob;
-    let rendering: Promise<Panels>;
+    let rendering: Promise<PrintSides>;
     try {
       this.setStep(id, "render");
       job = JSON.parse(store.loadJobJson(id)) as ProductionJob;
       // Rendered while the printer is awaited and PRODUCING is committed; awaited before the insert.
-      rendering = this.renderPanels(job);
+      rendering = this.renderSides(job);
     } catch (err) {
       this.failRender(id, "READY", err, log);
       return;
@@ -162,9 +167,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
 
     // Committed before the printer moves: from here on a restart must never re-run this job.
     this.move(id, "READY", "PRODUCING");
-    let panels: Panels;
+    let sides: PrintSides;
     try {
-      panels = await rendering;
+      sides = await rendering;
     } catch (err) {
       // No card was taken yet: the printer is free for the next job at once.
       this.failRender(id, "PRODUCING", err, log);
@@ -195,9 +200,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
           throw new CodedError("NO_CHIP_READER", "this kiosk has no chip reader configured");
         await runApduScript(this.options.chip, data.chip.apdus);
       }
-      if (panels.front || panels.back) {
+      if (sides.front || sides.back) {
         enter("print");
-        await printer.printPanels(panels);
+        await printer.printSides(sides);
       }
       if (data.magstripe) {
         enter("encode");
@@ -248,7 +253,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   }
 
   /**
-   * Pulls a presented card back into the capture bin and ends the job with `reason`. The intent is
+   * Pulls a presented card back (into the capture bin, or on an Evolis the reject box) and ends the job with `reason`. The intent is
    * committed first, so a restart that finds the mouth empty knows we retracted it (docs/recovery.md).
    * A retract answered NO CARD means the cardholder took it at the last moment: the job is DONE.
    */
@@ -256,7 +261,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     const { store, printer, supervisor } = this.options;
     store.setRetractIntent(id, reason);
     try {
-      await printer.retractToCaptureBin();
+      await printer.captureCard();
     } catch (err) {
       if (err instanceof DeviceError && err.code === "NO_CARD") {
         log.info("the card was taken just before the retract");
@@ -277,10 +282,11 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
    * Both sides at once (in parallel when the renderer works off the event loop). Print lines the
    * renderer refuses throw here, synchronously: such a job fails before it waits for the printer.
    */
-  private renderPanels(job: ProductionJob): Promise<Panels> {
+  private renderSides(job: ProductionJob): Promise<PrintSides> {
     const print = job.productionData.print;
-    const side = (lines: PanelLines | undefined) =>
-      lines && lines.length > 0 ? this.options.render(lines) : undefined;
+    const area = this.options.printer.capabilities.printArea;
+    const side = (lines: SideLines | undefined) =>
+      lines && lines.length > 0 ? this.options.render(lines, area) : undefined;
     const sides = [side(print?.front), side(print?.back)];
     return Promise.all(sides).then(([front, back]) => ({
       ...(front ? { front } : {}),

@@ -1,11 +1,12 @@
-import type { PrinterDriver } from "../../drivers/printer/driver.js";
+import { isDeviceError } from "../../drivers/device-fault.js";
+import type { CardPosition, CardPrinter } from "../../drivers/printer/card-printer.js";
 import type { Logger } from "../log/logger.js";
 import type { JobRow, JobStore, OutboxEvent } from "../store/job-store.js";
 import { REASONS } from "./reasons.js";
 
 export interface RecoveryOptions {
   store: JobStore;
-  printer: PrinterDriver;
+  printer: CardPrinter;
   logger: Logger;
   onEvent: (event: OutboxEvent) => void;
 }
@@ -29,19 +30,25 @@ export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<
   let position = (await printer.readStatus()).cardPosition;
   for (const row of interrupted) {
     const id = row.operationId;
-    const decision = decide(row, position);
+    let decision = decide(row, position);
     log.warn({ operationId: id, state: row.state, position, outcome: decision.outcome }, "recovering a job");
     if (decision.clear) {
       // A retract is recorded before it is sent, so dying inside it again leads to the same decision.
-      if (row.state === "PRESENTED" && position === "BEZEL") {
+      if (row.state === "PRESENTED" && position === "MOUTH") {
         store.setRetractIntent(id, row.retractReason ?? REASONS.INTERRUPTED);
       }
       try {
-        if (position === "BEZEL") await printer.retractToCaptureBin();
+        if (position === "MOUTH") await printer.captureCard();
         else if (position !== "NONE") await printer.rejectCard();
         position = "NONE";
       } catch (err) {
-        log.error({ err, operationId: id }, "could not clear the card left by an interrupted job");
+        if (isDeviceError(err, "NO_CARD") && row.state === "PRESENTED" && !row.retractReason) {
+          // The cardholder took the presented card while the agent was coming back.
+          position = "NONE";
+          decision = { outcome: "DONE", clear: false };
+        } else {
+          log.error({ err, operationId: id }, "could not clear the card left by an interrupted job");
+        }
       }
     }
     const event =
@@ -58,7 +65,7 @@ export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<
 
 type Decision = { outcome: "DONE"; clear: false } | { outcome: "FAILED"; reason: string; clear: boolean };
 
-function decide(row: JobRow, position: string): Decision {
+function decide(row: JobRow, position: CardPosition): Decision {
   if (row.state === "PRESENTED" && row.retractReason) {
     return { outcome: "FAILED", reason: row.retractReason, clear: position !== "NONE" };
   }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleFreshness } from "../../bin/entry-freshness.mjs";
 import { build, ENTRY, OUTFILE } from "../../scripts/build.js";
-import { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import { PtyDevice } from "../../simulator/pty/pty-device.js";
 import { benchDataDir, newToken, STATION } from "../lib/assemble.js";
 import { AgentChild, type ReadyInfo } from "../lib/child.js";
@@ -53,7 +53,7 @@ interface Start {
  *  - the product as shipped: `node bin/kiosk-agent.mjs run --config FILE`, which runs the bundle
  *    dist/kiosk-agent.mjs (`npm run build`, rebuilt here whenever the sources are newer, so the figure
  *    is never the tsx fallback; each run's entry is checked from bin's stderr) under plain node with
- *    the OS serial binding. The printer is a VirtualPrinter on a real pty (simulator/pty); ready is
+ *    the OS serial binding. The printer is a VirtualEvolisPrinter on a real pty (simulator/pty); ready is
  *    read from the agent's own log (`time` of "D1 link up" and of the first "printer state"
  *    idle/stopped), measured from the parent's clock just before spawn. This is the figure; the
  *    process's RSS at ready comes with it;
@@ -269,7 +269,7 @@ async function cliStartOnce(
   form: "shipped" | "from-source",
   limitMs: number,
 ): Promise<Start> {
-  const printer = new VirtualPrinter({ takeAfterMs: null, feederCards: 0 });
+  const printer = new VirtualEvolisPrinter({ takeAfterMs: null, feederCards: 0 });
   const pty = await PtyDevice.start(printer);
   const configFile = join(dataDir, "bench-config.json");
   writeFileSync(

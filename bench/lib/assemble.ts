@@ -6,11 +6,12 @@ import { KioskAgent } from "../../agent/agent.js";
 import { parseConfig } from "../../agent/config/load.js";
 import { makeSampleJob } from "../../agent/jobs/sample-jobs.js";
 import { createLogger } from "../../agent/log/logger.js";
-import type { PanelRenderer } from "../../agent/pipeline/pipeline.js";
+import type { SideRenderer } from "../../agent/pipeline/pipeline.js";
+import type { CardImage, PrintArea } from "../../drivers/printer/card-image.js";
 import type { PrintLine } from "../../drivers/printer/raster/render.js";
-import { renderPanel } from "../../drivers/printer/raster/render.js";
+import { renderCardImage } from "../../drivers/printer/raster/render.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
-import type { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 
 export const STATION = "KIOSK-PS-101";
@@ -47,8 +48,8 @@ export interface AssembleOptions {
 export interface Assembled {
   agent: KioskAgent;
   binding: VirtualSerialBinding;
-  printer: VirtualPrinter;
-  barePrinter: VirtualPrinter | undefined;
+  printer: VirtualEvolisPrinter;
+  barePrinter: VirtualEvolisPrinter | undefined;
 }
 
 const BIG = 10_000_000;
@@ -65,7 +66,6 @@ export function assembleAgent(o: AssembleOptions): Assembled {
     takeAfterMs: o.takeAfterMs,
     feederCards: o.feederEmpty ? 0 : BIG,
     ribbonPanels: 999_999, // `Rrt;count` answers at most 6 digits
-    captureBinCapacity: BIG,
     rejectBoxCapacity: BIG,
     // Long runs: the simulator's record of each card (both panels) is its memory, not the agent's.
     keepRecords: 0,
@@ -75,7 +75,6 @@ export function assembleAgent(o: AssembleOptions): Assembled {
         takeAfterMs: o.takeAfterMs,
         feederCards: BIG,
         ribbonPanels: 999_999, // `Rrt;count` answers at most 6 digits
-        captureBinCapacity: BIG,
         rejectBoxCapacity: BIG,
         keepRecords: 0,
       })
@@ -84,7 +83,7 @@ export function assembleAgent(o: AssembleOptions): Assembled {
     station: { id: STATION },
     d1: { url: o.d1Url, token: o.token, allowInsecure: true, backoff: { initialMs: 50, maxMs: 500 } },
     dataDir: o.dataDir,
-    printer: { path: AGENT_PORT },
+    printer: { link: "serial", path: AGENT_PORT },
     production: { holdWhileStoppedSec: o.holdWhileStoppedSec ?? 120 },
     log: { level: "info" },
   });
@@ -97,33 +96,33 @@ export function assembleAgent(o: AssembleOptions): Assembled {
 }
 
 /**
- * Bench-only: replaces the pipeline's panel renderer with `render`. The agent hard-wires resvg
- * (agent.ts passes `renderPanel`), so the figures that exclude rendering reach into the pipeline's
- * options object; nothing else about the agent changes.
+ * Bench-only: replaces the pipeline's side renderer with `render`. The agent hard-wires resvg
+ * (agent.ts passes `renderCardImageAsync`), so the figures that exclude rendering reach into the
+ * pipeline's options object; nothing else about the agent changes.
  */
-export function replaceRenderer(agent: KioskAgent, render: PanelRenderer): void {
-  const pipeline = agent.pipeline as unknown as { options: { render: PanelRenderer } };
+export function replaceRenderer(agent: KioskAgent, render: SideRenderer): void {
+  const pipeline = agent.pipeline as unknown as { options: { render: SideRenderer } };
   if (typeof pipeline.options?.render !== "function") {
     throw new Error("bench: the pipeline no longer keeps options.render; update bench/lib/assemble.ts");
   }
   pipeline.options.render = render;
 }
 
-/** renderPanel memoised on the print lines: the "render cache" of the long-run figure. */
-export function cachedRenderer(): PanelRenderer & { hits: number; misses: number } {
-  const cache = new Map<string, Buffer>();
-  const fn = ((lines: PrintLine[]) => {
+/** renderCardImage memoised on the print lines: the "render cache" of the long-run figure. */
+export function cachedRenderer(): SideRenderer & { hits: number; misses: number } {
+  const cache = new Map<string, CardImage>();
+  const fn = ((lines: PrintLine[], area: PrintArea) => {
     const key = JSON.stringify(lines);
-    let panel = cache.get(key);
-    if (panel) {
+    let image = cache.get(key);
+    if (image) {
       fn.hits++;
-      return panel;
+      return image;
     }
     fn.misses++;
-    panel = renderPanel(lines);
-    cache.set(key, panel);
-    return panel;
-  }) as PanelRenderer & { hits: number; misses: number };
+    image = renderCardImage(lines, area);
+    cache.set(key, image);
+    return image;
+  }) as SideRenderer & { hits: number; misses: number };
   fn.hits = 0;
   fn.misses = 0;
   return fn;

@@ -1,14 +1,14 @@
-import { encodeRawBitmap } from "../../drivers/printer/codec.js";
-import { decompressPanel } from "../../drivers/printer/raster/compress.js";
+import { encodeRawPanel } from "../../drivers/printer/evolis/codec.js";
+import { decompressKO } from "../../drivers/printer/evolis/ko-compression.js";
 import type { Transport, TransportCloseInfo } from "../../drivers/transport/transport.js";
 
 const DBC_HEAD = Buffer.from("\x1bDbc;", "latin1");
 
 /**
  * The uncompressed baseline of the wire figure: wraps a transport and rewrites every compressed
- * bitmap frame the driver writes (`ESC Dbc;k;2;<len>;<KR1 payload> CR`) into the plain `ESC Db;k;2;
+ * bitmap frame the driver writes (`ESC Dbc;k;2;<len>;<K/O payload> CR`) into the plain `ESC Db;k;2;
  * <82 296 raw bytes> CR` carrying the same panel. Every other byte passes unchanged, so the
- * PrinterDriver's own command sequence runs and the binding counts what an uncompressed driver
+ * adapter's own command sequence runs and the binding counts what an uncompressed driver
  * would have put on the line.
  */
 export class RawBitmapTransport implements Transport {
@@ -39,7 +39,7 @@ export class RawBitmapTransport implements Transport {
     for (let n = 0; n < 4; n++) at = data.indexOf(0x3b, at) + 1;
     const payload = data.subarray(at, data.length - 1);
     this.rewritten++;
-    return this.inner.write(encodeRawBitmap(decompressPanel(payload)));
+    return this.inner.write(encodeRawPanel(decompressKO(payload)));
   }
 
   onData(listener: (chunk: Buffer) => void): () => void {

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import type { Logger } from "../../agent/log/logger.js";
 import type { ApduTransport } from "../../drivers/chip/apdu-transport.js";
 import { PcscApduTransport } from "../../drivers/chip/pcsc-transport.js";
-import type { VirtualPrinter } from "../printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../printer/virtual-evolis-printer.js";
 import { type PcscStack, startPcscStack } from "./pcsc-stack.js";
 import {
   type ChipCardFault,
@@ -47,7 +47,7 @@ export interface ChipRig {
   stack: PcscStack | undefined;
   vpcd: VpcdCard | undefined;
   /** pcsc mode: every card the printer feeds is inserted into the vpcd reader, removed when it leaves. */
-  followPrinter(printer: VirtualPrinter): void;
+  followPrinter(printer: VirtualEvolisPrinter): void;
   /** One line per chip card: APDU count and status words (never command bytes). */
   summary(): string[];
   close(): Promise<void>;

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import { connect, type Socket } from "node:net";
 import type { Logger } from "../../agent/log/logger.js";
-import type { VirtualPrinter } from "../printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../printer/virtual-evolis-printer.js";
 import { CardRemovedError, type ChipCardRecord, type VirtualCard } from "./virtual-card.js";
 import {
   encodeVpcdFrame,
@@ -125,7 +125,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
    * the reader, removed when it leaves the printer (presented, rejected, captured, ejected). Returns
    * a function that detaches it.
    */
-  followPrinter(printer: VirtualPrinter): () => void {
+  followPrinter(printer: VirtualEvolisPrinter): () => void {
     const onInserted = (): void => {
       this.insert().catch((err: Error) => this.emit("insert-failed", err));
     };

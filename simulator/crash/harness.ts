@@ -7,9 +7,14 @@ import Database from "better-sqlite3";
 import type { AgentConfigInput } from "../../agent/config/schema.js";
 import type { ProductionJob } from "../../agent/jobs/production-job.js";
 import { makeSampleJob } from "../../agent/jobs/sample-jobs.js";
-import { renderPanel } from "../../drivers/printer/raster/render.js";
+import { EVOLIS_PRINT_AREA } from "../../drivers/printer/evolis/panel.js";
+import { renderCardImage } from "../../drivers/printer/raster/render.js";
 import { D1Emulator } from "../d1-emulator/emulator.js";
-import { type CardRecord, type PrinterLatency, VirtualPrinter } from "../printer/virtual-printer.js";
+import {
+  type CardRecord,
+  type PrinterLatency,
+  VirtualEvolisPrinter,
+} from "../printer/virtual-evolis-printer.js";
 import { PtyDevice } from "../pty/pty-device.js";
 import { AgentProcess } from "./agent-process.js";
 import { checkRun, type RecordedOperation, type Verdict } from "./checks.js";
@@ -85,32 +90,43 @@ const TARGET_WEIGHTS: Readonly<Record<Target, number>> = {
 /** Printer commands that mark each target, and how many of them a kill may wait for. */
 const COMMAND_TARGETS: Partial<Record<Target, { commands: readonly string[]; span: number }>> = {
   insert: { commands: ["Si"], span: 2 },
-  print: { commands: ["Pr", "Ss", "Sr", "Dbc", "Sv", "Se"], span: 8 },
-  encode: { commands: ["Pmc", "Dm", "Smw", "Smr"], span: 6 },
-  present: { commands: ["Seb"], span: 2 },
-  collect: { commands: ["Wbz"], span: 2 },
-  retract: { commands: ["Scb"], span: 1 },
-  recovery: { commands: ["Rse", "Rrt", "Rcv", "Rpos", "Scb", "Ser"], span: 5 },
+  print: { commands: ["Pneab;A;0", "Pr;k", "Ss", "Sr", "Dbc", "Sv", "Se"], span: 8 },
+  encode: {
+    commands: ["Pmc;h", "Pmc;l", "Dm", "Smw", "Smr;1", "Smr;2", "Smr;3", "Rmb;1", "Rmb;2", "Rmb;3"],
+    span: 6,
+  },
+  present: { commands: ["Pneab;A;1", "Se>mouth"], span: 2 },
+  collect: { commands: ["Rse;b"], span: 2 },
+  retract: { commands: ["Sib"], span: 2 },
+  recovery: { commands: ["Rlr;p", "Rse;b", "Rse;o", "Rse;f", "Rrt;count", "Sib", "Ser"], span: 5 },
 };
 
+/** The simulator's command log (`name;params`, `Se>mouth`) → the pipeline step it belongs to. */
 const STEP_OF_COMMAND: Record<string, string> = {
   Si: "insert",
   Sis: "chip",
-  Pr: "print",
+  "Pneab;A;0": "print",
+  "Pr;k": "print",
   Ss: "print",
   Sr: "print",
   Sv: "print",
   Db: "print",
   Dbc: "print",
   Se: "print",
-  Pmc: "encode",
+  "Pmc;h": "encode",
+  "Pmc;l": "encode",
   Dm: "encode",
   Smw: "encode",
-  Smr: "encode",
-  Seb: "present",
-  Rbz: "collect",
-  Wbz: "collect",
-  Scb: "retract",
+  "Smr;1": "encode",
+  "Smr;2": "encode",
+  "Smr;3": "encode",
+  "Rmb;1": "encode",
+  "Rmb;2": "encode",
+  "Rmb;3": "encode",
+  "Pneab;A;1": "present",
+  "Se>mouth": "present",
+  "Rse;b": "collect",
+  Sib: "retract",
   Ser: "reject",
 };
 
@@ -161,7 +177,7 @@ class CrashRun {
   private readonly dbFile: string;
   private readonly token = randomBytes(16).toString("hex");
   private readonly emulator: D1Emulator;
-  private readonly printer: VirtualPrinter;
+  private readonly printer: VirtualEvolisPrinter;
   private pty: PtyDevice | undefined;
   private agent: AgentProcess | undefined;
   /** Agents started ahead, loading their modules, waiting for their config. */
@@ -213,11 +229,10 @@ class CrashRun {
       recordFile: this.recordFile,
       requestTimeoutMs: 3_000,
     });
-    this.printer = new VirtualPrinter({
+    this.printer = new VirtualEvolisPrinter({
       // The harness is the cardholder: it decides per job whether the card is taken.
       takeAfterMs: null,
       feederCards: 1_000_000,
-      captureBinCapacity: 1_000_000,
       rejectBoxCapacity: 1_000_000,
       latency: this.latency,
       seed: options.seed,
@@ -519,9 +534,7 @@ class CrashRun {
   private latencyOf(command: string): number {
     const l = this.latency;
     if (command === "Se") return l.printMs;
-    if (command === "Smw" || command === "Smr") return l.magMs;
-    // The long poll answers when the cardholder takes the card, 10–30 ms after it was presented.
-    if (command === "Wbz") return 35;
+    if (command === "Smw" || command.startsWith("Smr") || command.startsWith("Rmb")) return l.magMs;
     return l.commandMs;
   }
 
@@ -652,7 +665,7 @@ class CrashRun {
     else if (inProd?.state === "PRODUCING")
       step = last === undefined || STEP_OF_COMMAND[last] === "collect" ? "insert" : STEP_OF_COMMAND[last]!;
     else if (inProd?.state === "PRESENTED")
-      step = last === "Scb" ? "retract" : last === "Wbz" || last === "Rbz" ? "collect" : "present";
+      step = last === "Sib" || last === "Ser" ? "retract" : last === "Rse;b" ? "collect" : "present";
     else if (commands.length === 0) step = "startup";
     else step = "between-jobs";
     if (inProd) {
@@ -745,7 +758,7 @@ class CrashRun {
       if (!lines || lines.length === 0) return undefined;
       let sha = frontShaOf.get(info.operationId);
       if (sha === undefined) {
-        sha = sha256(renderPanel(lines));
+        sha = sha256(renderCardImage(lines, EVOLIS_PRINT_AREA).bits);
         frontShaOf.set(info.operationId, sha);
       }
       return sha;
@@ -761,7 +774,7 @@ class CrashRun {
       jobOfUnencodedCard: (card) => {
         const front = fronts.get(card.serial);
         if (!front) return undefined;
-        const sha = sha256(front);
+        const sha = sha256(front.bits);
         const hinted = this.byId.get(this.hints.get(card.serial) ?? "");
         if (hinted && renderedFront(hinted) === sha) return hinted.operationId;
         for (const info of this.jobs) {

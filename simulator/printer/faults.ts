@@ -7,9 +7,10 @@ import {
 } from "../common/fault-arming.js";
 
 /**
- * What each injectable printer fault does, on one screen. A fault is armed for a number of firings
- * (or persistently) and fires when the printer reaches the step it hits. Every default step occurs
- * once per card, so `count: N` means the next N cards.
+ * What each injectable fault of the simulated Evolis does, on one screen. A fault is armed for a
+ * number of firings (or persistently) and fires when the printer reaches the step it hits. Every
+ * default step occurs once per card, so `count: N` means the next N cards. Every reply text is one
+ * the public record shows an Evolis sending (docs/devices.md, "Error replies").
  */
 
 export type PrinterFaultName =
@@ -20,14 +21,19 @@ export type PrinterFaultName =
   | "mag-write"
   | "mag-verify"
   | "not-taken"
+  | "needs-cleaning"
+  | "hopper-full"
+  | "unknown-error"
+  | "spurious-ok"
+  | "power-cycle"
   | "timeout"
   | "garbage"
   | "unplug"
   | "slow";
 
 /**
- * A step is a command name, except `print`: the `Se` that ends a print sequence (outside a sequence
- * `Se` is an eject, step `Se`). `*` matches every command.
+ * A step is a command name, except `print` (the `Se` that ends a print sequence with panels loaded)
+ * and `present` (an `Se` that ejects the card to the mouth). `*` matches every command.
  */
 export type PrinterStep = string;
 
@@ -35,18 +41,20 @@ export type FaultEffect =
   /** The command is refused with this reply and changes nothing, except a jam, which takes a card. */
   | { kind: "refuse"; reply: string }
   | { kind: "jam"; reply: string }
-  /** `Smr` answers data that differs from what was written. */
+  /** `Smr` / `Rmb` answer data that differs from what was written. */
   | { kind: "corrupt-read-back" }
-  /** `Seb` works but the cardholder never takes the card. */
+  /** The card reaches the mouth but the cardholder never takes it. */
   | { kind: "card-not-taken" }
+  /** The printer is switched off and on: every setting back to its power-on value, then the command runs. */
+  | { kind: "power-cycle" }
   /** No reply at all; the command is not executed. */
   | { kind: "swallow" }
   /**
-   * Line noise ending in CR where the reply should be: the command ran but its answer was lost in
-   * the noise. With `thenReply` the real reply follows the noise (a glitch the driver rides out).
+   * Line noise ending in a terminator where the reply should be: the command ran but its answer was
+   * lost in the noise. With `thenReply` the real reply follows the noise (a glitch the driver rides out).
    */
   | { kind: "noise" }
-  /** The port vanishes instead of answering; the command is not executed. */
+  /** The link vanishes instead of answering; the command is not executed. */
   | { kind: "unplug" }
   /** The reply comes `factor` times later than configured. */
   | { kind: "slow" };
@@ -56,11 +64,17 @@ export type FaultRule = FaultRuleOf<FaultEffect>;
 export const FAULT_RULES: Readonly<Record<PrinterFaultName, FaultRule>> = {
   "feeder-empty": { hits: ["Si"], effect: { kind: "refuse", reply: "FEEDER EMPTY" } },
   "card-jam": { hits: ["Si"], effect: { kind: "jam", reply: "CARD JAM" } },
-  "ribbon-out": { hits: ["print"], effect: { kind: "refuse", reply: "ERR RIBBON" } },
+  "ribbon-out": { hits: ["print"], effect: { kind: "refuse", reply: "ERROR RIBBON" } },
   "cover-open": { hits: ["print"], effect: { kind: "refuse", reply: "COVER OPEN" } },
-  "mag-write": { hits: ["Smw"], effect: { kind: "refuse", reply: "ERR WRITE" } },
+  "mag-write": { hits: ["Smw"], effect: { kind: "refuse", reply: "ERROR MAGN DATA" } },
   "mag-verify": { hits: ["Smr"], effect: { kind: "corrupt-read-back" } },
-  "not-taken": { hits: ["Seb"], effect: { kind: "card-not-taken" } },
+  "not-taken": { hits: ["present"], effect: { kind: "card-not-taken" } },
+  "needs-cleaning": { hits: ["print"], effect: { kind: "refuse", reply: "ERR NEED CLEANING" } },
+  "hopper-full": { hits: ["Ser"], effect: { kind: "refuse", reply: "HOPPER FULL" } },
+  // A real error text with no row in the driver's table (Evolis sample code, CPrinter.analyzeAnswer).
+  "unknown-error": { hits: ["Si"], effect: { kind: "refuse", reply: "ERROR FLASH UNKNOW" } },
+  "spurious-ok": { hits: ["Rrt"], effect: { kind: "refuse", reply: "OK" } },
+  "power-cycle": { hits: ["Si"], effect: { kind: "power-cycle" } },
   timeout: { hits: ["Si"], effect: { kind: "swallow" } },
   garbage: { hits: ["Si"], effect: { kind: "noise" } },
   unplug: { hits: ["Si"], effect: { kind: "unplug" } },

@@ -1,19 +1,20 @@
 /**
- * PNG previews of printed panels, for technicians looking at the simulator: what the head would have
- * put on the card, landscape and upright as the cardholder sees each side.
+ * PNG previews of printed card sides, for technicians looking at the simulator: what the head put
+ * on the card, landscape and upright as the cardholder sees each side (the simulator decodes the
+ * panels it receives in the printer's real orientation, drivers/printer/evolis/panel.ts).
  */
 import { PNG } from "pngjs";
-import { LANDSCAPE_HEIGHT, LANDSCAPE_WIDTH } from "../../drivers/printer/raster/geometry.js";
-import { type LandscapeBitmap, panelToLandscape } from "../../drivers/printer/raster/render.js";
+import type { CardImage } from "../../drivers/printer/card-image.js";
 
 /** Between the stacked sides, in pixels (dots). */
 export const PREVIEW_GAP = 24;
 const GAP_GREY = 0xc8;
 
-export function panelToPng(raw: Buffer): Buffer {
-  const png = new PNG({ width: LANDSCAPE_WIDTH, height: LANDSCAPE_HEIGHT });
+/** One side, black ink on white. */
+export function imageToPng(image: CardImage): Buffer {
+  const png = new PNG({ width: image.width, height: image.height });
   png.data.fill(0xff);
-  paint(png, panelToLandscape(raw), 0);
+  paint(png, image, 0);
   return PNG.sync.write(png);
 }
 
@@ -21,33 +22,55 @@ export function panelToPng(raw: Buffer): Buffer {
  * Front above back. A side that was not printed is drawn blank so the picture always has the same
  * size and the back never moves up into the front's place.
  */
-export function cardPreviewPng(front?: Buffer, back?: Buffer): Buffer {
-  const height = LANDSCAPE_HEIGHT * 2 + PREVIEW_GAP;
-  const png = new PNG({ width: LANDSCAPE_WIDTH, height });
+export function cardPreviewPng(
+  size: { width: number; height: number },
+  front?: CardImage,
+  back?: CardImage,
+): Buffer {
+  const { width, height } = size;
+  const png = new PNG({ width, height: height * 2 + PREVIEW_GAP });
   png.data.fill(0xff);
   // A grey gap makes the two white cards readable as two cards.
-  for (
-    let p = LANDSCAPE_HEIGHT * LANDSCAPE_WIDTH * 4;
-    p < (LANDSCAPE_HEIGHT + PREVIEW_GAP) * LANDSCAPE_WIDTH * 4;
-    p += 4
-  ) {
+  for (let p = height * width * 4; p < (height + PREVIEW_GAP) * width * 4; p += 4) {
     png.data[p] = GAP_GREY;
     png.data[p + 1] = GAP_GREY;
     png.data[p + 2] = GAP_GREY;
   }
-  if (front) paint(png, panelToLandscape(front), 0);
-  if (back) paint(png, panelToLandscape(back), LANDSCAPE_HEIGHT + PREVIEW_GAP);
+  if (front) paint(png, front, 0);
+  if (back) paint(png, back, height + PREVIEW_GAP);
   return PNG.sync.write(png);
 }
 
-function paint(png: PNG, bitmap: LandscapeBitmap, top: number): void {
-  const { ink } = bitmap;
-  const base = top * png.width * 4;
-  for (let i = 0; i < ink.length; i++) {
-    if (!ink[i]) continue;
-    const p = base + i * 4;
-    png.data[p] = 0;
-    png.data[p + 1] = 0;
-    png.data[p + 2] = 0;
+/** The image a black-on-white PNG shows (dark pixels are ink): the reverse of imageToPng. */
+export function pngToImage(pngBytes: Buffer, dpi: number): CardImage {
+  const png = PNG.sync.read(pngBytes);
+  const rowBytes = Math.ceil(png.width / 8);
+  const bits = Buffer.alloc(rowBytes * png.height);
+  for (let y = 0; y < png.height; y++) {
+    for (let x = 0; x < png.width; x++) {
+      const p = (y * png.width + x) * 4;
+      const luma = (png.data[p]! + png.data[p + 1]! + png.data[p + 2]!) / 3;
+      if (luma < 128) bits[y * rowBytes + (x >> 3)]! |= 0x80 >> (x & 7);
+    }
+  }
+  return { width: png.width, height: png.height, dpi, rowBytes, bits };
+}
+
+function paint(png: PNG, image: CardImage, top: number): void {
+  const { bits, rowBytes, width, height } = image;
+  for (let y = 0; y < height; y++) {
+    for (let b = 0; b < rowBytes; b++) {
+      const byte = bits[y * rowBytes + b]!;
+      if (byte === 0) continue;
+      for (let k = 0; k < 8; k++) {
+        if ((byte & (0x80 >> k)) === 0) continue;
+        const x = b * 8 + k;
+        if (x >= width) continue;
+        const p = ((top + y) * png.width + x) * 4;
+        png.data[p] = 0;
+        png.data[p + 1] = 0;
+        png.data[p + 2] = 0;
+      }
+    }
   }
 }

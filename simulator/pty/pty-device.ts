@@ -26,7 +26,7 @@ export interface PtyDeviceStats {
 }
 
 /**
- * A `VirtualSerialDevice` (e.g. the VirtualPrinter) on a real pseudo-terminal, so a host in another
+ * A `VirtualSerialDevice` (e.g. the VirtualEvolisPrinter) on a real pseudo-terminal, so a host in another
  * process opens it through the OS serial binding (`@serialport/bindings-cpp`) like a USB-serial
  * printer. The device gets the same link contract as under `VirtualSerialBinding`; `unplug()` ends
  * the pty (the host sees a hang-up) and `replug()` makes a new one behind the same `linkPath`.

@@ -25,7 +25,7 @@ describe("PrinterSupervisor.awaitReady", () => {
 
   it("an abort ends the wait for a stopped printer at once: not ready, hold timer gone, printer not taken", async () => {
     const clock = new ManualClock();
-    const sup = await started(new FakePrinter({ feederEmpty: true }), clock);
+    const sup = await started(new FakePrinter({ stopReasons: ["FEEDER_EMPTY"] }), clock);
     expect(sup.status).toMatchObject({ state: "stopped", reason: "FEEDER_EMPTY" });
     const timersBefore = clock.pendingTimers(); // the supervisor's status poll
 
@@ -62,7 +62,7 @@ describe("PrinterSupervisor.awaitReady", () => {
 
   it("without an abort: the hold bound still fails the wait with the reason, and a cleared printer is taken", async () => {
     const clock = new ManualClock();
-    const printer = new FakePrinter({ feederEmpty: true });
+    const printer = new FakePrinter({ stopReasons: ["FEEDER_EMPTY"] });
     const sup = await started(printer, clock);
     const abort = new AbortController();
 
@@ -71,7 +71,7 @@ describe("PrinterSupervisor.awaitReady", () => {
     expect(await held).toEqual({ ready: false, reason: "FEEDER_EMPTY" });
 
     const resumed = sup.awaitReady(HOLD_MS, abort.signal);
-    printer.status.feederEmpty = false;
+    printer.status.stopReasons = [];
     clock.advance(POLL_MS); // the next status poll sees the feeder loaded
     expect(await resumed).toEqual({ ready: true });
     expect(sup.status.state).toBe("busy");

@@ -5,7 +5,7 @@ import { silentLogger } from "../../agent/log/logger.js";
 import { JobStore } from "../../agent/store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "../../agent/store/sealed-box.js";
 import { systemClock } from "../../agent/util/clock.js";
-import { PrinterDriver } from "../../drivers/printer/driver.js";
+import { EvolisPrinter } from "../../drivers/printer/evolis/evolis-printer.js";
 import { SerialTransport } from "../../drivers/transport/serial-transport.js";
 import type { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { job, PRINTER_PATH, type Rig, startRig, statusesAtD1 } from "../support/e2e.js";
@@ -38,7 +38,12 @@ async function stage(
   store.close();
   if (card !== "none") {
     const transport = new SerialTransport({ path: PRINTER_PATH, baudRate: 115200, binding });
-    const printer = new PrinterDriver({ transport, clock: systemClock, logger: silentLogger });
+    const printer = new EvolisPrinter({
+      transport,
+      link: "serial",
+      clock: systemClock,
+      logger: silentLogger,
+    });
     await printer.open();
     await printer.insertCard();
     if (card === "mouth") await printer.presentCard();

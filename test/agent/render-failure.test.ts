@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { OutboxEvent } from "../../agent/store/job-store.js";
 import { ManualClock } from "../../agent/util/clock.js";
+import { blankImage } from "../../drivers/printer/card-image.js";
 import { RenderError } from "../../drivers/printer/raster/render.js";
 import { FakePrinter, settle } from "../support/fake-printer.js";
 import { pipelineRig } from "../support/pipeline-rig.js";
@@ -21,7 +22,7 @@ describe("a job whose panels cannot be rendered", () => {
   it("print lines the renderer refuses fail the job at once, even while the printer is stopped", async () => {
     const clock = new ManualClock();
     const store = openStore(clock);
-    const printer = new FakePrinter({ feederEmpty: true });
+    const printer = new FakePrinter({ stopReasons: ["FEEDER_EMPTY"] });
     const supervisor = await startedSupervisor(printer, clock);
     const events: OutboxEvent[] = [];
     const pipeline = pipelineFor(store, printer, supervisor, clock, events, {
@@ -53,11 +54,11 @@ describe("a job whose panels cannot be rendered", () => {
     const events: OutboxEvent[] = [];
     let calls = 0;
     const pipeline = pipelineFor(store, printer, supervisor, clock, events, {
-      render: async () => {
+      render: async (_lines, area) => {
         calls++;
         await settle();
-        if (calls === 1) throw new RenderError("RENDER_FAILED", "resvg could not render the panel");
-        return Buffer.alloc(0);
+        if (calls === 1) throw new RenderError("RENDER_FAILED", "resvg could not render the card side");
+        return blankImage(area);
       },
     });
     acceptJob(store, "op-render-fails", printing);

@@ -30,7 +30,7 @@ describe("stopping while a READY job is held for a stopped printer (pipeline)", 
   it("stop() ends the hold at once: the job stays READY, no status, no card; the next pipeline produces it once", async () => {
     const clock = new ManualClock();
     const store = openStore(clock);
-    const printer = new FakePrinter({ feederEmpty: true });
+    const printer = new FakePrinter({ stopReasons: ["FEEDER_EMPTY"] });
     const supervisor = await startedSupervisor(printer, clock);
     expect(supervisor.status).toMatchObject({ state: "stopped", reason: "FEEDER_EMPTY" });
     const events: OutboxEvent[] = [];
@@ -57,7 +57,7 @@ describe("stopping while a READY job is held for a stopped printer (pipeline)", 
     supervisor.stop();
 
     // The next run, the feeder loaded: the same job is produced, once.
-    printer.status.feederEmpty = false;
+    printer.status.stopReasons = [];
     const nextSupervisor = await startedSupervisor(printer, clock);
     const next = pipelineFor(store, printer, nextSupervisor, clock, events);
     const finished = new Promise<string>((resolve) => next.once("finished", (_id, state) => resolve(state)));
@@ -72,7 +72,7 @@ describe("stopping while a READY job is held for a stopped printer (pipeline)", 
   it("beginShutdown() alone ends the hold too, and the loop takes no further job", async () => {
     const clock = new ManualClock();
     const store = openStore(clock);
-    const printer = new FakePrinter({ feederEmpty: true });
+    const printer = new FakePrinter({ stopReasons: ["FEEDER_EMPTY"] });
     const supervisor = await startedSupervisor(printer, clock);
     const events: OutboxEvent[] = [];
     const pipeline = pipelineFor(store, printer, supervisor, clock, events);

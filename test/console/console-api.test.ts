@@ -100,7 +100,12 @@ describe("local console API", () => {
     const s = JSON.parse((await get("/api/status")).body) as ConsoleSnapshot;
     expect(s).toMatchObject({ version: 1, station: STATION, mode: "simulator", d1: { state: "up" } });
     expect(s.devices).toEqual([
-      expect.objectContaining({ name: "printer", kind: "printer", path: "/dev/ttyVIRT0", state: "idle" }),
+      expect.objectContaining({
+        name: "printer",
+        kind: "printer",
+        path: "serial:/dev/ttyVIRT0",
+        state: "idle",
+      }),
     ]);
     expect(s.queue.counts.DONE).toBe(1);
     expect(s.recentJobs[0]).toMatchObject({

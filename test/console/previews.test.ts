@@ -5,11 +5,12 @@ import { join } from "node:path";
 import { PNG } from "pngjs";
 import { afterEach, describe, expect, it } from "vitest";
 import { runDemo } from "../../agent/cli/demo.js";
-import { LANDSCAPE_HEIGHT, LANDSCAPE_WIDTH, mmToDots } from "../../drivers/printer/raster/geometry.js";
-import { type PrintLine, renderLandscape } from "../../drivers/printer/raster/render.js";
+import { getPixel, inkBox } from "../../drivers/printer/card-image.js";
+import { EVOLIS_PRINT_AREA } from "../../drivers/printer/evolis/panel.js";
+import { mmToDots as mmToDotsAt } from "../../drivers/printer/raster/geometry.js";
+import { type PrintLine, renderCardImage } from "../../drivers/printer/raster/render.js";
 import {
   type CardPreview,
-  inkBox,
   maskSensitiveText,
   PreviewRecorder,
   previewCard,
@@ -21,6 +22,11 @@ import {
 import { job, type Rig, STATION, startRig } from "../support/e2e.js";
 
 type Box = { x0: number; y0: number; x1: number; y1: number };
+
+const LANDSCAPE_WIDTH = EVOLIS_PRINT_AREA.width;
+const LANDSCAPE_HEIGHT = EVOLIS_PRINT_AREA.height;
+const mmToDots = (mm: number) => mmToDotsAt(mm, EVOLIS_PRINT_AREA.dpi);
+const renderLandscape = (lines: PrintLine[]) => renderCardImage(lines, EVOLIS_PRINT_AREA);
 
 function decode(png: Buffer | undefined): PNG {
   expect(png).toBeDefined();
@@ -134,7 +140,7 @@ describe("card previews from what the virtual printer received", () => {
     let differing = 0;
     for (let y = original.y0; y <= original.y1; y++)
       for (let x = original.x0; x <= original.x1; x++)
-        if (isInk(front, x, y) !== (expected.ink[y * LANDSCAPE_WIDTH + x] === 1)) differing++;
+        if (isInk(front, x, y) !== getPixel(expected, x, y)) differing++;
     expect(differing).toBe(0);
 
     // Non-sensitive lines are the printer's pixels, untouched.
@@ -144,7 +150,7 @@ describe("card previews from what the virtual printer received", () => {
     let nameInk = 0;
     for (let y = nameBox.y0; y <= nameBox.y1; y++)
       for (let x = nameBox.x0; x <= nameBox.x1; x++) {
-        expect(isInk(front, x, y)).toBe(nameRender.ink[y * LANDSCAPE_WIDTH + x] === 1);
+        expect(isInk(front, x, y)).toBe(getPixel(nameRender, x, y));
         if (isInk(front, x, y)) nameInk++;
       }
     expect(nameInk).toBeGreaterThan(100);
@@ -162,7 +168,7 @@ describe("card previews from what the virtual printer received", () => {
     const panBox = inkBox(renderLandscape([print.front[0]!]))!;
     for (let y = 0; y < LANDSCAPE_HEIGHT; y++)
       for (let x = 0; x < LANDSCAPE_WIDTH; x++) {
-        if (isInk(raw, x, y) !== (expectedRaw.ink[y * LANDSCAPE_WIDTH + x] === 1)) mismatches++;
+        if (isInk(raw, x, y) !== getPixel(expectedRaw, x, y)) mismatches++;
         const inPan = x >= panBox.x0 - 4 && x <= panBox.x1 + 4 && y >= panBox.y0 - 4 && y <= panBox.y1 + 4;
         if (!inPan && isInk(raw, x, y) !== isInk(masked, x, y)) outsideDiff++;
       }

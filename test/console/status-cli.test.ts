@@ -61,7 +61,7 @@ describe("kiosk-agent status against a running agent", () => {
     expect(r.out).toContain(`station ${STATION}`);
     expect(r.out).toMatch(/^D1 link +UP/m);
     expect(r.out).toMatch(/^DEVICE +STATE +REASON +DETAIL$/m);
-    expect(r.out).toMatch(/^printer +idle +- +\/dev\/ttyVIRT0/m);
+    expect(r.out).toMatch(/^printer +idle +- +serial:\/dev\/ttyVIRT0/m);
     expect(r.out).toMatch(/^QUEUE +waiting 0 · in production 0/m);
     expect(r.out).toContain("DONE 1");
     expect(r.out).toContain(id.slice(0, 13));

@@ -70,7 +70,7 @@ describe("printer faults end the affected card with the catalogue's reason, then
     rig.printer.injectFault("not-taken", { count: 2 });
     // Time moves only while a card waits in the mouth, so nothing else can time out meanwhile.
     const outcomes = await runThree(rig, () => {
-      if (rig!.printer.state.position === "BEZEL") clock.advance(1000);
+      if (rig!.printer.state.position === "MOUTH") clock.advance(1000);
     });
     expect(outcomes).toEqual([
       { status: "CARD_PROD_EXCEPTION", reason: "CB_TIME" },

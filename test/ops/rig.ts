@@ -12,7 +12,10 @@ import { createLogger, type Logger } from "../../agent/log/logger.js";
 import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
 import { D1Emulator, type D1EmulatorOptions } from "../../simulator/d1-emulator/emulator.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
-import type { VirtualPrinter, VirtualPrinterOptions } from "../../simulator/printer/virtual-printer.js";
+import type {
+  VirtualEvolisPrinter,
+  VirtualPrinterOptions,
+} from "../../simulator/printer/virtual-evolis-printer.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { tempDir } from "./support.js";
 
@@ -70,7 +73,7 @@ export function watchedLogger(level = "debug"): {
 export interface OpsRig {
   agent: KioskAgent;
   emulator: D1Emulator;
-  printer: VirtualPrinter;
+  printer: VirtualEvolisPrinter;
   dataDir: string;
   log: ReturnType<typeof watchedLogger>;
   close(): Promise<void>;

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { KioskAgent } from "../../agent/agent.js";
 import type { ProductionStep } from "../../agent/pipeline/pipeline.js";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
-import { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import { PtyDevice } from "../../simulator/pty/pty-device.js";
 import { type OpsRig, STATION, sampleJob, startOpsRig } from "./rig.js";
 import { tempDir } from "./support.js";
@@ -179,7 +179,7 @@ describe("kiosk-agent run as a child process, printer on a pseudo-terminal", () 
       const emulator = new D1Emulator({ token });
       const { url } = await emulator.start();
       cleanups.push(() => emulator.stop());
-      const printer = new VirtualPrinter({ takeAfterMs: null });
+      const printer = new VirtualEvolisPrinter({ takeAfterMs: null });
       const pty = await PtyDevice.start(printer, { linkPath: join(dir, "ttyPRINTER") });
       cleanups.push(() => pty.close());
 

@@ -10,7 +10,7 @@ import type { Clock } from "../../agent/util/clock.js";
 import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
-import type { VirtualPrinter } from "../../simulator/printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { captureLogs } from "./log-capture.js";
 
@@ -20,7 +20,7 @@ export const PRINTER_PATH = "/dev/ttyVIRT0";
 export interface Rig {
   agent: KioskAgent;
   emulator: D1Emulator;
-  printer: VirtualPrinter;
+  printer: VirtualEvolisPrinter;
   binding: VirtualSerialBinding;
   card: VirtualCard;
   dataDir: string;
@@ -42,7 +42,7 @@ export interface RigOptions {
   prepare?: (ctx: {
     dataDir: string;
     binding: VirtualSerialBinding;
-    printer: VirtualPrinter;
+    printer: VirtualEvolisPrinter;
   }) => Promise<void>;
   /** For a separate magstripe encoder over HID: the simulator's HID device. */
   hidBackend?: AgentDependencies["hidBackend"];

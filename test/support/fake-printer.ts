@@ -1,17 +1,29 @@
-import type { PrinterDriver, PrinterStatus } from "../../drivers/printer/driver.js";
+import type {
+  CardPrinter,
+  PrinterCapabilities,
+  PrinterCounters,
+  PrinterLinkStats,
+  PrinterStatus,
+} from "../../drivers/printer/card-printer.js";
+import { EVOLIS_PRINT_AREA } from "../../drivers/printer/evolis/panel.js";
 
 /**
- * A PrinterDriver stand-in for the supervisor and the pipeline without a serial line: status reads
- * answer `status` at once, and every card-moving command is recorded (a test that must not move a
- * card asserts `commands` stays empty).
+ * A CardPrinter stand-in for the supervisor and the pipeline without a link: status reads answer
+ * `status` at once, and every card-moving operation is recorded (a test that must not move a card
+ * asserts `commands` stays empty).
  */
-export class FakePrinter {
-  readonly status: PrinterStatus = {
-    feederEmpty: false,
-    ribbonOut: false,
-    coverOpen: false,
-    cardPosition: "NONE",
+export class FakePrinter implements CardPrinter {
+  readonly capabilities: PrinterCapabilities = {
+    family: "fake",
+    printArea: EVOLIS_PRINT_AREA,
+    sides: ["front", "back"],
+    magstripeEncoder: true,
+    contactStation: true,
+    capturedCardsGoTo: "reject-box",
   };
+  readonly identity = undefined;
+  readonly stats: PrinterLinkStats = { commands: 0, droppedFrames: 0, unexpectedReplies: 0, bytesWritten: 0 };
+  readonly status: PrinterStatus = { cardPosition: "NONE", stopReasons: [], warnings: [] };
   readonly commands: string[] = [];
   isOpen = false;
 
@@ -19,8 +31,9 @@ export class FakePrinter {
     Object.assign(this.status, status);
   }
 
-  get driver(): PrinterDriver {
-    return this as unknown as PrinterDriver;
+  /** Kept for the tests written against the driver type: the fake is the printer itself. */
+  get driver(): CardPrinter {
+    return this;
   }
 
   onDisconnect(): () => void {
@@ -36,16 +49,20 @@ export class FakePrinter {
   }
 
   async readStatus(): Promise<PrinterStatus> {
-    return { ...this.status };
+    return { ...this.status, stopReasons: [...this.status.stopReasons], warnings: [...this.status.warnings] };
+  }
+
+  async readCounters(): Promise<PrinterCounters> {
+    return {};
   }
 
   insertCard = this.recorded("insertCard");
   moveToContactStation = this.recorded("moveToContactStation");
-  printPanels = this.recorded("printPanels");
+  printSides = this.recorded("printSides");
+  encodeMagstripe = this.recorded("encodeMagstripe");
   presentCard = this.recorded("presentCard");
   rejectCard = this.recorded("rejectCard");
-  retractToCaptureBin = this.recorded("retractToCaptureBin");
-  ejectCard = this.recorded("ejectCard");
+  captureCard = this.recorded("captureCard");
 
   async waitForCardTaken(): Promise<boolean> {
     this.commands.push("waitForCardTaken");

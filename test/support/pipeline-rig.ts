@@ -3,11 +3,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PrinterSupervisor } from "../../agent/devices/printer-supervisor.js";
 import { silentLogger } from "../../agent/log/logger.js";
-import { type PanelRenderer, ProductionPipeline } from "../../agent/pipeline/pipeline.js";
+import { ProductionPipeline, type SideRenderer } from "../../agent/pipeline/pipeline.js";
 import { JobStore, type OutboxEvent } from "../../agent/store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "../../agent/store/sealed-box.js";
 import type { ManualClock } from "../../agent/util/clock.js";
 import type { MagstripeEncoder } from "../../drivers/magstripe/encoder.js";
+import { blankImage } from "../../drivers/printer/card-image.js";
+import { EVOLIS_PRINT_AREA } from "../../drivers/printer/evolis/panel.js";
 import type { FakePrinter } from "./fake-printer.js";
 
 /**
@@ -58,7 +60,7 @@ export function pipelineRig(cleanups: Array<() => void>) {
     supervisor: PrinterSupervisor,
     clock: ManualClock,
     events: OutboxEvent[],
-    options: { holdWhileStoppedMs?: number; render?: PanelRenderer } = {},
+    options: { holdWhileStoppedMs?: number; render?: SideRenderer } = {},
   ): ProductionPipeline {
     return new ProductionPipeline({
       store,
@@ -66,7 +68,7 @@ export function pipelineRig(cleanups: Array<() => void>) {
       supervisor,
       magstripe: {} as MagstripeEncoder,
       holdWhileStoppedMs: options.holdWhileStoppedMs ?? 120_000,
-      render: options.render ?? (() => Buffer.alloc(0)),
+      render: options.render ?? (() => blankImage(EVOLIS_PRINT_AREA)),
       clock,
       logger: silentLogger,
       defaultCollectTimeoutSec: 30,

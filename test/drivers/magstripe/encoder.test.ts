@@ -9,7 +9,7 @@ import {
   printerMagstripeEncoder,
 } from "../../../drivers/magstripe/encoder.js";
 import type { Msr206Encoder } from "../../../drivers/magstripe/msr206-driver.js";
-import type { PrinterDriver } from "../../../drivers/printer/driver.js";
+import type { CardPrinter } from "../../../drivers/printer/card-printer.js";
 import { attachVirtualMsr206, VirtualMsr206 } from "../../../simulator/magstripe/index.js";
 import { VirtualSerialBinding } from "../../../simulator/serial/virtual-binding.js";
 
@@ -26,8 +26,8 @@ describe("MagstripeEncoder", () => {
     expect(calls).toEqual([[{ track2: "4111111111111111=2512101" }, "LOCO"]]);
   });
 
-  it("PrinterDriver and Msr206Encoder both fit the interface (checked by the compiler)", () => {
-    const fromPrinter = (p: PrinterDriver): MagstripeEncoder => printerMagstripeEncoder(p);
+  it("a CardPrinter and Msr206Encoder both fit the interface (checked by the compiler)", () => {
+    const fromPrinter = (p: CardPrinter): MagstripeEncoder => printerMagstripeEncoder(p);
     const fromMsr = (m: Msr206Encoder): MagstripeEncoder => m;
     expect(typeof fromPrinter).toBe("function");
     expect(typeof fromMsr).toBe("function");

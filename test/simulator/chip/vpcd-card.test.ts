@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { VirtualCard } from "../../../simulator/chip/virtual-card.js";
 import { VpcdCard } from "../../../simulator/chip/vpcd-card.js";
 import { encodeVpcdFrame, VpcdFrameParser } from "../../../simulator/chip/vpcd-protocol.js";
-import type { VirtualPrinter } from "../../../simulator/printer/virtual-printer.js";
+import type { VirtualEvolisPrinter } from "../../../simulator/printer/virtual-evolis-printer.js";
 
 /** Plays vpcd's side: accepts the card, sends frames, collects the card's answers. */
 class FakeVpcd {
@@ -193,7 +193,7 @@ describe("VpcdCard against a fake vpcd", () => {
 
   it("follows the printer: a fed card is inserted, a card leaving the printer is removed", async () => {
     const printer = new EventEmitter();
-    const detach = vcard.followPrinter(printer as unknown as VirtualPrinter);
+    const detach = vcard.followPrinter(printer as unknown as VirtualEvolisPrinter);
     const inserted = new Promise((r) => vcard.once("inserted", r));
     printer.emit("card-inserted", {});
     await inserted;

@@ -1,9 +1,15 @@
 import { PNG } from "pngjs";
 import { describe, expect, it } from "vitest";
-import { DOTS_PER_LINE, LINES, PANEL_BYTES } from "../../../../drivers/printer/raster/geometry.js";
-import { renderPanel } from "../../../../drivers/printer/raster/render.js";
-import { cardPreviewPng, PREVIEW_GAP, panelToPng } from "../../../../simulator/printer/preview.js";
-import { setDot, TYPICAL_BACK, TYPICAL_FRONT } from "./fixtures.js";
+import { blankImage, sameImage, setPixel } from "../../../../drivers/printer/card-image.js";
+import { EVOLIS_PRINT_AREA } from "../../../../drivers/printer/evolis/panel.js";
+import { renderCardImage } from "../../../../drivers/printer/raster/render.js";
+import {
+  cardPreviewPng,
+  imageToPng,
+  PREVIEW_GAP,
+  pngToImage,
+} from "../../../../simulator/printer/preview.js";
+import { TYPICAL_BACK, TYPICAL_FRONT } from "./fixtures.js";
 
 function pixel(png: PNG, x: number, y: number): [number, number, number, number] {
   const p = (y * png.width + x) * 4;
@@ -12,37 +18,40 @@ function pixel(png: PNG, x: number, y: number): [number, number, number, number]
 
 const BLACK = [0, 0, 0, 255];
 const WHITE = [255, 255, 255, 255];
+const AREA = EVOLIS_PRINT_AREA;
 
 describe("preview PNGs", () => {
-  it("draws a panel landscape, black ink on white", () => {
-    const panel = Buffer.alloc(PANEL_BYTES);
-    setDot(panel, 40, 600); // near the bottom-left of the card
-    const png = PNG.sync.read(panelToPng(panel));
-    expect(png.width).toBe(LINES);
-    expect(png.height).toBe(DOTS_PER_LINE);
+  it("draws a side as the cardholder sees it, black ink on white", () => {
+    const image = blankImage(AREA);
+    setPixel(image, 40, 600); // near the bottom-left of the card
+    const png = PNG.sync.read(imageToPng(image));
+    expect([png.width, png.height]).toEqual([1016, 648]);
     expect(pixel(png, 40, 600)).toEqual(BLACK);
     expect(pixel(png, 600, 40)).toEqual(WHITE);
     expect(pixel(png, 0, 0)).toEqual(WHITE);
+    expect(sameImage(pngToImage(imageToPng(image), 300), image)).toBe(true);
   });
 
   it("stacks front over back with a gap", () => {
-    const front = Buffer.alloc(PANEL_BYTES);
-    const back = Buffer.alloc(PANEL_BYTES);
-    setDot(front, 10, 20);
-    setDot(back, 30, 40);
-    const png = PNG.sync.read(cardPreviewPng(front, back));
-    expect(png.width).toBe(LINES);
-    expect(png.height).toBe(2 * DOTS_PER_LINE + PREVIEW_GAP);
+    const front = blankImage(AREA);
+    const back = blankImage(AREA);
+    setPixel(front, 10, 20);
+    setPixel(back, 30, 40);
+    const png = PNG.sync.read(cardPreviewPng(AREA, front, back));
+    expect(png.width).toBe(1016);
+    expect(png.height).toBe(2 * 648 + PREVIEW_GAP);
     expect(pixel(png, 10, 20)).toEqual(BLACK);
-    expect(pixel(png, 30, DOTS_PER_LINE + PREVIEW_GAP + 40)).toEqual(BLACK);
+    expect(pixel(png, 30, 648 + PREVIEW_GAP + 40)).toEqual(BLACK);
     expect(pixel(png, 30, 40)).toEqual(WHITE);
-    expect(pixel(png, 500, DOTS_PER_LINE + PREVIEW_GAP / 2)).not.toEqual(WHITE);
+    expect(pixel(png, 500, 648 + PREVIEW_GAP / 2)).not.toEqual(WHITE);
   });
 
   it("draws a missing side blank and renders a real card", () => {
-    const empty = PNG.sync.read(cardPreviewPng());
-    expect(empty.height).toBe(2 * DOTS_PER_LINE + PREVIEW_GAP);
-    const card = PNG.sync.read(cardPreviewPng(renderPanel(TYPICAL_FRONT), renderPanel(TYPICAL_BACK)));
+    const empty = PNG.sync.read(cardPreviewPng(AREA));
+    expect(empty.height).toBe(2 * 648 + PREVIEW_GAP);
+    const card = PNG.sync.read(
+      cardPreviewPng(AREA, renderCardImage(TYPICAL_FRONT, AREA), renderCardImage(TYPICAL_BACK, AREA)),
+    );
     let black = 0;
     for (let i = 0; i < card.data.length; i += 4) if (card.data[i] === 0) black++;
     expect(black).toBeGreaterThan(1000);

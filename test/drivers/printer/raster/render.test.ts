@@ -1,62 +1,39 @@
 import { describe, expect, it } from "vitest";
 import { makeSampleJob } from "../../../../agent/jobs/sample-jobs.js";
-import {
-  BYTES_PER_LINE,
-  DOTS_PER_LINE,
-  DOTS_PER_MM,
-  getDot,
-  LINES,
-  PANEL_BYTES,
-  rotatePanel180,
-} from "../../../../drivers/printer/raster/geometry.js";
+import { blankImage, getPixel, inkBox, sameImage } from "../../../../drivers/printer/card-image.js";
+import { EVOLIS_PRINT_AREA } from "../../../../drivers/printer/evolis/panel.js";
+import { dotsPerMm } from "../../../../drivers/printer/raster/geometry.js";
 import {
   escapeXml,
-  landscapeToPanel,
   type PrintLine,
-  panelToLandscape,
   RenderError,
-  renderLandscape,
-  renderPanel,
-  renderPanelAsync,
+  renderCardImage,
+  renderCardImageAsync,
+  renderCardImageFullCanvas,
 } from "../../../../drivers/printer/raster/render.js";
-import { inkBox, randomPanel, setDot, TYPICAL_FRONT } from "./fixtures.js";
+import { TYPICAL_FRONT } from "./fixtures.js";
 
 const MM_TOLERANCE = 1;
+const AREA = EVOLIS_PRINT_AREA;
+const DOTS_PER_MM = dotsPerMm(AREA.dpi);
+const render = (lines: PrintLine[]) => renderCardImage(lines, AREA);
+const BLANK = blankImage(AREA);
 
-describe("panel geometry", () => {
-  it("has the printer's panel size", () => {
-    expect(BYTES_PER_LINE * 8).toBe(DOTS_PER_LINE);
-    expect(BYTES_PER_LINE * LINES).toBe(PANEL_BYTES);
-    expect(DOTS_PER_MM).toBeCloseTo(11.811, 3);
-  });
-
-  it("turns a panel half a turn", () => {
-    const panel = Buffer.alloc(PANEL_BYTES);
-    setDot(panel, 3, 10);
-    const turned = rotatePanel180(panel);
-    expect(getDot(turned, LINES - 1 - 3, DOTS_PER_LINE - 1 - 10)).toBe(true);
-    expect(inkBox(turned)).toEqual({ minLine: 1012, maxLine: 1012, minDot: 637, maxDot: 637 });
-    const random = randomPanel(5, 0.3);
-    expect(rotatePanel180(rotatePanel180(random)).equals(random)).toBe(true);
-  });
-});
-
-describe("renderPanel", () => {
-  it("puts a line's ink where the job says, in card millimetres", () => {
+describe("renderCardImage", () => {
+  it("puts a line's ink where the job says, in millimetres from the card's top-left corner", () => {
     // "H" has a flat foot on the baseline and a stem near its origin, so its box measures both.
     for (const probe of [
       { text: "HHHH", xMm: 10, yMm: 20, sizePt: 14 },
       { text: "H", xMm: 70, yMm: 45, sizePt: 8 },
       { text: "HE", xMm: 3, yMm: 8, sizePt: 10 },
     ]) {
-      const panel = renderPanel([probe]);
-      expect(panel.length).toBe(PANEL_BYTES);
-      const box = inkBox(panel);
-      expect(box).not.toBeNull();
-      // Lines run along the long edge from the left, dots along the short edge from the top.
-      const leftMm = box!.minLine / DOTS_PER_MM;
-      const baselineMm = (box!.maxDot + 1) / DOTS_PER_MM;
-      const capTopMm = box!.minDot / DOTS_PER_MM;
+      const image = render([probe]);
+      expect([image.width, image.height, image.dpi]).toEqual([1016, 648, 300]);
+      const box = inkBox(image);
+      expect(box).toBeDefined();
+      const leftMm = box!.x0 / DOTS_PER_MM;
+      const baselineMm = (box!.y1 + 1) / DOTS_PER_MM;
+      const capTopMm = box!.y0 / DOTS_PER_MM;
       expect(Math.abs(leftMm - probe.xMm)).toBeLessThan(MM_TOLERANCE);
       expect(leftMm).toBeGreaterThanOrEqual(probe.xMm);
       expect(Math.abs(baselineMm - probe.yMm)).toBeLessThan(MM_TOLERANCE);
@@ -67,32 +44,28 @@ describe("renderPanel", () => {
   });
 
   it("is deterministic", () => {
-    expect(renderPanel(TYPICAL_FRONT).equals(renderPanel(TYPICAL_FRONT))).toBe(true);
+    expect(sameImage(render(TYPICAL_FRONT), render(TYPICAL_FRONT))).toBe(true);
   });
 
-  it("returns a blank panel for no lines or blank text", () => {
-    expect(renderPanel([]).equals(Buffer.alloc(PANEL_BYTES))).toBe(true);
-    expect(renderPanel([{ text: "   ", xMm: 5, yMm: 5, sizePt: 10 }]).equals(Buffer.alloc(PANEL_BYTES))).toBe(
-      true,
-    );
+  it("returns a blank image for no lines or blank text", () => {
+    expect(sameImage(render([]), BLANK)).toBe(true);
+    expect(sameImage(render([{ text: "   ", xMm: 5, yMm: 5, sizePt: 10 }]), BLANK)).toBe(true);
   });
 
   it("escapes XML so that markup in a line is printed, not parsed", () => {
     expect(escapeXml(`<a href="x">&'</a>`)).toBe("&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;");
-    const panel = renderPanel([
-      { text: `</text><rect width="1016" height="648"/>&`, xMm: 5, yMm: 20, sizePt: 6 },
-    ]);
-    const box = inkBox(panel);
-    expect(box).not.toBeNull();
+    const image = render([{ text: `</text><rect width="1016" height="648"/>&`, xMm: 5, yMm: 20, sizePt: 6 }]);
+    const box = inkBox(image);
+    expect(box).toBeDefined();
     // An injected full-card rect would have inked the top-left corner.
-    expect(getDot(panel, 0, 0)).toBe(false);
-    expect(box!.minDot / DOTS_PER_MM).toBeGreaterThan(10);
+    expect(getPixel(image, 0, 0)).toBe(false);
+    expect(box!.y0 / DOTS_PER_MM).toBeGreaterThan(10);
   });
 
   it("keeps runs of spaces as given", () => {
-    const one = inkBox(renderPanel([{ text: "H H", xMm: 5, yMm: 20, sizePt: 10 }]))!;
-    const three = inkBox(renderPanel([{ text: "H   H", xMm: 5, yMm: 20, sizePt: 10 }]))!;
-    expect(three.maxLine - one.maxLine).toBeGreaterThan(20);
+    const one = inkBox(render([{ text: "H H", xMm: 5, yMm: 20, sizePt: 10 }]))!;
+    const three = inkBox(render([{ text: "H   H", xMm: 5, yMm: 20, sizePt: 10 }]))!;
+    expect(three.x1 - one.x1).toBeGreaterThan(20);
   });
 
   it("refuses bad lines with a coded error that does not echo the text", () => {
@@ -107,7 +80,7 @@ describe("renderPanel", () => {
     for (const line of bad) {
       let caught: unknown;
       try {
-        renderPanel([TYPICAL_FRONT[1]!, line]);
+        render([TYPICAL_FRONT[1]!, line]);
       } catch (err) {
         caught = err;
       }
@@ -118,7 +91,7 @@ describe("renderPanel", () => {
     }
   });
 
-  it("renders only the text band yet gives the full canvas's panel dot for dot", async () => {
+  it("renders only the text band yet gives the full canvas's image dot for dot", async () => {
     // Sample jobs both sides, plus lines at the card's edges, accents above caps, descenders, and
     // sizes from tiny to headline: the band cut must never clip a glyph or move resvg's sampling.
     const cases: PrintLine[][] = [];
@@ -137,41 +110,20 @@ describe("renderPanel", () => {
       ],
     );
     for (const lines of cases) {
-      const full = landscapeToPanel(renderLandscape(lines));
-      expect(renderPanel(lines).equals(full)).toBe(true);
-      expect((await renderPanelAsync(lines)).equals(full)).toBe(true);
+      const full = renderCardImageFullCanvas(lines, AREA);
+      expect(sameImage(render(lines), full)).toBe(true);
+      expect(sameImage(await renderCardImageAsync(lines, AREA), full)).toBe(true);
     }
   });
 
   it("off the event loop: refuses bad lines before scheduling anything, renders blank for no text", async () => {
-    expect(() => renderPanelAsync([{ text: "x", xMm: 5, yMm: 5, sizePt: -1 }])).toThrow(
+    expect(() => renderCardImageAsync([{ text: "x", xMm: 5, yMm: 5, sizePt: -1 }], AREA)).toThrow(
       expect.objectContaining({ code: "BAD_PRINT_LINE" }),
     );
-    expect((await renderPanelAsync([])).equals(Buffer.alloc(PANEL_BYTES))).toBe(true);
+    expect(sameImage(await renderCardImageAsync([], AREA), BLANK)).toBe(true);
   });
 
   it("draws characters outside ASCII that the card font has", () => {
-    expect(inkBox(renderPanel([{ text: "ÉÑØ €", xMm: 5, yMm: 20, sizePt: 10 }]))).not.toBeNull();
-  });
-});
-
-describe("landscape conversion", () => {
-  it("is the transpose of the panel", () => {
-    const panel = Buffer.alloc(PANEL_BYTES);
-    setDot(panel, 100, 7);
-    setDot(panel, 1015, 647);
-    const land = panelToLandscape(panel);
-    expect(land.width).toBe(LINES);
-    expect(land.height).toBe(DOTS_PER_LINE);
-    expect(land.ink.reduce((a, b) => a + b, 0)).toBe(2);
-    expect(land.ink[7 * LINES + 100]).toBe(1);
-    expect(land.ink[647 * LINES + 1015]).toBe(1);
-  });
-
-  it("round-trips panel → landscape → panel", () => {
-    const panel = randomPanel(11, 0.4);
-    expect(landscapeToPanel(panelToLandscape(panel)).equals(panel)).toBe(true);
-    const land = renderLandscape(TYPICAL_FRONT);
-    expect(Buffer.from(panelToLandscape(landscapeToPanel(land)).ink).equals(land.ink)).toBe(true);
+    expect(inkBox(render([{ text: "ÉÑØ €", xMm: 5, yMm: 20, sizePt: 10 }]))).toBeDefined();
   });
 });

@@ -1,17 +1,23 @@
-import type { Logger } from "../../../agent/log/logger.js";
-import { silentLogger } from "../../../agent/log/logger.js";
-import { ManualClock } from "../../../agent/util/clock.js";
-import { CR } from "../../../drivers/printer/codec.js";
-import { CommandParser } from "../../../drivers/printer/command-parser.js";
-import { PrinterDriver, type PrinterTimeouts } from "../../../drivers/printer/driver.js";
-import { SerialTransport } from "../../../drivers/transport/serial-transport.js";
-import { attachVirtualPrinter } from "../../../simulator/printer/index.js";
-import type { VirtualPrinter, VirtualPrinterOptions } from "../../../simulator/printer/virtual-printer.js";
+import type { Logger } from "../../../../agent/log/logger.js";
+import { silentLogger } from "../../../../agent/log/logger.js";
+import { ManualClock } from "../../../../agent/util/clock.js";
+import { CommandParser } from "../../../../drivers/printer/evolis/command-parser.js";
+import {
+  EvolisPrinter,
+  type EvolisPrinterOptions,
+  type EvolisTimeouts,
+} from "../../../../drivers/printer/evolis/evolis-printer.js";
+import { SerialTransport } from "../../../../drivers/transport/serial-transport.js";
+import { attachVirtualPrinter } from "../../../../simulator/printer/index.js";
+import type {
+  VirtualEvolisPrinter,
+  VirtualPrinterOptions,
+} from "../../../../simulator/printer/virtual-evolis-printer.js";
 import {
   VirtualSerialBinding,
   type VirtualSerialDevice,
   type VirtualSerialLink,
-} from "../../../simulator/serial/virtual-binding.js";
+} from "../../../../simulator/serial/virtual-binding.js";
 
 export const PATH = "/dev/ttyVIRT0";
 
@@ -43,30 +49,41 @@ interface Stack {
   clock: ManualClock;
   binding: VirtualSerialBinding;
   transport: SerialTransport;
-  driver: PrinterDriver;
+  driver: EvolisPrinter;
   /** Host-to-device bytes since the last call. */
   wire(): Buffer;
+}
+
+export interface DriverOptions {
+  timeouts?: Partial<EvolisTimeouts>;
+  logger?: Logger;
+  link?: EvolisPrinterOptions["link"];
+  replyIdleGapMs?: number;
+  takePollMs?: number;
 }
 
 function driverOn(
   binding: VirtualSerialBinding,
   clock: ManualClock,
-  options: { timeouts?: Partial<PrinterTimeouts>; logger?: Logger },
+  options: DriverOptions,
 ): Omit<Stack, "clock" | "binding" | "wire"> {
   const transport = new SerialTransport({ path: PATH, baudRate: 115_200, binding });
-  const driver = new PrinterDriver({
+  const driver = new EvolisPrinter({
     transport,
+    link: options.link ?? "serial",
     clock,
     logger: options.logger ?? silentLogger,
     ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+    ...(options.replyIdleGapMs === undefined ? {} : { replyIdleGapMs: options.replyIdleGapMs }),
+    ...(options.takePollMs === undefined ? {} : { takePollMs: options.takePollMs }),
   });
   return { transport, driver };
 }
 
-/** PrinterDriver → SerialTransport → SerialPortStream → VirtualSerialBinding → VirtualPrinter. */
+/** EvolisPrinter → SerialTransport → SerialPortStream → VirtualSerialBinding → VirtualEvolisPrinter. */
 export function printerStack(
-  options: { printer?: VirtualPrinterOptions; timeouts?: Partial<PrinterTimeouts>; logger?: Logger } = {},
-): Stack & { printer: VirtualPrinter } {
+  options: { printer?: VirtualPrinterOptions } & DriverOptions = {},
+): Stack & { printer: VirtualEvolisPrinter } {
   const clock = new ManualClock();
   const binding = new VirtualSerialBinding();
   const printer = attachVirtualPrinter(binding, PATH, { clock, record: true, ...options.printer });
@@ -80,8 +97,9 @@ export function printerStack(
 }
 
 /**
- * A device that answers every command with the next line of a script, for replies the simulated
- * printer never gives (arbitrary error texts, printable junk).
+ * A device that answers every command with the next reply of a script, for replies the simulated
+ * printer never gives (arbitrary error texts, printable junk, other terminators). A string reply is
+ * sent with a NUL, a Buffer as it is.
  */
 export class ScriptedDevice implements VirtualSerialDevice {
   private link: VirtualSerialLink | undefined;
@@ -99,20 +117,20 @@ export class ScriptedDevice implements VirtualSerialDevice {
       this.received.push(command.name);
       const next = this.script.shift();
       if (next === undefined) continue;
-      const bytesOut = typeof next === "string" ? Buffer.from(`${next}\r`, "latin1") : next;
+      const bytesOut = typeof next === "string" ? Buffer.from(`${next}\0`, "latin1") : next;
       setImmediate(() => this.link?.send(bytesOut));
     }
   }
 
   /** Bytes the device volunteers with no command pending. */
   say(line: string): void {
-    this.link?.send(Buffer.concat([Buffer.from(line, "latin1"), Buffer.of(CR)]));
+    this.link?.send(Buffer.from(`${line}\0`, "latin1"));
   }
 }
 
 export function scriptedStack(
   script: Array<string | Buffer>,
-  options: { timeouts?: Partial<PrinterTimeouts>; logger?: Logger } = {},
+  options: DriverOptions = {},
 ): Stack & { device: ScriptedDevice } {
   const clock = new ManualClock();
   const binding = new VirtualSerialBinding();

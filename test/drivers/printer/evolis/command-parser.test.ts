@@ -1,10 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { encodeCommand, encodeCompressedBitmap, encodeRawBitmap } from "../../../drivers/printer/codec.js";
-import { CommandParser } from "../../../drivers/printer/command-parser.js";
-import { PANEL_BYTES } from "../../../drivers/printer/raster/geometry.js";
+import {
+  encodeCommand,
+  encodeCompressedPanel,
+  encodeRawPanel,
+} from "../../../../drivers/printer/evolis/codec.js";
+import { CommandParser } from "../../../../drivers/printer/evolis/command-parser.js";
+import { PANEL_BYTES } from "../../../../drivers/printer/evolis/panel.js";
 import { hex } from "./rig.js";
 
-describe("CommandParser (device side)", () => {
+describe("Evolis CommandParser (device side, the simulator's)", () => {
   it("Si: 1B 53 69 0D", () => {
     expect(new CommandParser().push(hex("1B 53 69 0D"))).toEqual([
       { kind: "command", name: "Si", params: [] },
@@ -42,7 +46,7 @@ describe("CommandParser (device side)", () => {
     const panel = Buffer.alloc(PANEL_BYTES);
     panel.fill(0x0d, 0, 100);
     panel.fill(0x1b, 100, 200);
-    const frame = encodeRawBitmap(panel);
+    const frame = encodeRawPanel(panel);
     const parser = new CommandParser();
     // In two pieces cut inside the bitmap.
     const out = [...parser.push(frame.subarray(0, 50)), ...parser.push(frame.subarray(50))];
@@ -54,7 +58,7 @@ describe("CommandParser (device side)", () => {
   it("reads Dbc by its declared length", () => {
     const payload = hex("0D 0D 1B 0D");
     const out = new CommandParser().push(
-      Buffer.concat([encodeCompressedBitmap(payload), encodeCommand("Se")]),
+      Buffer.concat([encodeCompressedPanel(payload), encodeCommand("Se")]),
     );
     expect(out).toEqual([
       { kind: "command", name: "Dbc", params: ["k", "2", "4"], binary: payload },
@@ -79,9 +83,9 @@ describe("CommandParser (device side)", () => {
 
   it("a command cut short by the next ESC is dropped", () => {
     const parser = new CommandParser();
-    // ESC "Se" (no CR) ESC "Rpos" CR
-    expect(parser.push(hex("1B 53 65 1B 52 70 6F 73 0D"))).toEqual([
-      { kind: "command", name: "Rpos", params: [] },
+    // ESC "Se" (no CR) ESC "Rsn" CR
+    expect(parser.push(hex("1B 53 65 1B 52 73 6E 0D"))).toEqual([
+      { kind: "command", name: "Rsn", params: [] },
     ]);
     expect(parser.droppedFrames).toBe(1);
   });
@@ -94,7 +98,37 @@ describe("CommandParser (device side)", () => {
     expect(parser.droppedFrames).toBe(1);
   });
 
-  it("well framed but unknown commands come out as unknown (answered ERROR CDE)", () => {
-    expect(new CommandParser().push(encodeCommand("Xyz", ["1"]))).toEqual([{ kind: "unknown", name: "Xyz" }]);
+  it("well framed but unknown commands come out as unknown (answered ERROR CDE): nothing outside the record", () => {
+    const parsed = new CommandParser().push(
+      Buffer.from("\x1bXyz;1\r\x1bRpos\r\x1bWbz;500\r\x1bScb\r", "latin1"),
+    );
+    expect(parsed).toEqual([
+      { kind: "unknown", name: "Xyz" },
+      { kind: "unknown", name: "Rpos" },
+      { kind: "unknown", name: "Wbz" },
+      { kind: "unknown", name: "Scb" },
+    ]);
+  });
+
+  it("after a CR the ESC may be left out (guide §3: not compulsory after the CR character)", () => {
+    expect(new CommandParser().push(Buffer.from("\x1bPem;2\rSi\rRse;b\r", "latin1"))).toEqual([
+      { kind: "command", name: "Pem", params: ["2"] },
+      { kind: "command", name: "Si", params: [] },
+      { kind: "command", name: "Rse", params: ["b"] },
+    ]);
+  });
+
+  it("NUL padding between commands is noise (the Windows driver pads its jobs)", () => {
+    const parser = new CommandParser();
+    expect(parser.push(hex("00 00 1B 53 65 3B 31 0D 00 00 00"))).toEqual([
+      { kind: "command", name: "Se", params: ["1"] },
+    ]);
+    expect(parser.droppedBytes).toBe(5);
+  });
+
+  it("Db of a colour panel cannot be sized: malformed", () => {
+    expect(new CommandParser().push(Buffer.from("\x1bDb;y;32;", "latin1"))).toEqual([
+      { kind: "malformed", name: "Db" },
+    ]);
   });
 });

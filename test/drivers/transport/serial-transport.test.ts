@@ -6,7 +6,7 @@ import {
   type VirtualSerialDevice,
   type VirtualSerialLink,
 } from "../../../simulator/serial/virtual-binding.js";
-import { PATH, settle } from "./rig.js";
+import { PATH, settle } from "../printer/evolis/rig.js";
 
 /** Echoes every chunk back, so data flows both ways without a protocol. */
 class EchoDevice implements VirtualSerialDevice {
