@@ -28,6 +28,7 @@ import type {
   StatusResultMessage,
 } from "./d1/messages.js";
 import { PrinterSupervisor } from "./devices/printer-supervisor.js";
+import { SwipePrompt } from "./devices/swipe-prompt.js";
 import { createMetrics } from "./health/metrics.js";
 import { HealthServer, type Readiness } from "./health/server.js";
 import { validateJob } from "./jobs/validate.js";
@@ -70,6 +71,8 @@ export class KioskAgent {
   readonly printer: CardPrinter;
   readonly supervisor: PrinterSupervisor;
   readonly magstripe: ConfiguredMagstripeEncoder;
+  /** A hand-swipe encoder waiting for the teller (teller-assisted mode), for the console. */
+  readonly swipePrompt: SwipePrompt;
   readonly pipeline: ProductionPipeline;
   /** The local web console and status API, when `console.enabled` (docs/console.md). */
   readonly console: ConsoleServer | undefined;
@@ -135,11 +138,13 @@ export class KioskAgent {
           onEvent: () => this.outbox.flush(),
         }),
     });
+    this.swipePrompt = new SwipePrompt(this.clock);
     this.magstripe = createMagstripeEncoder(config.magstripe, {
       clock: this.clock,
       logger: this.log,
       printer: this.printer,
       serialBinding: deps.serialBinding,
+      onSwipeRequest: (request) => this.swipePrompt.request(request),
       ...(deps.hidBackend ? { hidBackend: deps.hidBackend } : {}),
     });
     this.payloads = new PushPayloads(
@@ -160,6 +165,9 @@ export class KioskAgent {
       defaultCollectTimeoutSec: config.production.defaultCollectTimeoutSec,
       onEvent: () => this.outbox.flush(),
     });
+    // The swipe the teller was asked for is over once the card moves on (or its job ends).
+    this.pipeline.on("step", () => this.swipePrompt.clear());
+    this.pipeline.on("finished", () => this.swipePrompt.clear());
     this.console = config.console.enabled
       ? new ConsoleServer({
           agent: this,

@@ -143,6 +143,11 @@ export function formatStatus(s: ConsoleSnapshot, origin: string): string {
   lines.push(`D1 link   ${s.d1.state.toUpperCase()}  ${d1Detail}`);
   lines.push("");
   lines.push(table(["DEVICE", "STATE", "REASON", "DETAIL"], s.devices.map(deviceRow)));
+  if (s.swipe) {
+    lines.push(
+      `SWIPE     the teller must swipe the card through the magstripe encoder now (${s.swipe.operation}), before ${clock(s.swipe.until)}`,
+    );
+  }
   lines.push("");
   const q = s.queue;
   lines.push(

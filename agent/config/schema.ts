@@ -120,6 +120,8 @@ export const ConfigSchema = z.strictObject({
         path: z.string().min(1).optional(),
         vendorId: z.number().int().min(0).max(0xffff).optional(),
         productId: z.number().int().min(0).max(0xffff).optional(),
+        /** Hand-swipe unit: how long a write, read or erase waits for the teller to swipe the card. */
+        swipeTimeoutSec: z.number().int().min(5).max(600).default(30),
         timeouts: z
           .strictObject({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
           .partial()
@@ -129,6 +131,8 @@ export const ConfigSchema = z.strictObject({
         kind: z.literal("msr206-serial"),
         path: z.string().min(1),
         baudRate: z.number().int().positive().optional(),
+        /** Hand-swipe unit: how long a write, read or erase waits for the teller to swipe the card. */
+        swipeTimeoutSec: z.number().int().min(5).max(600).default(30),
         timeouts: z
           .strictObject({ defaultMs: z.number().int().positive(), magMs: z.number().int().positive() })
           .partial()

@@ -143,6 +143,7 @@ export class ConsoleServer {
     on(agent.pipeline, "step");
     on(agent.pipeline, "finished");
     on(agent.supervisor, "change");
+    on(agent.swipePrompt, "change");
     if (simulator) this.detach.push(simulator.onChange(changed));
     agent.ready().then(changed, changed);
   }

@@ -22,7 +22,7 @@ import type {
 
 export type ConsoleAgent = Pick<
   KioskAgent,
-  "config" | "link" | "store" | "pipeline" | "printer" | "supervisor" | "ready"
+  "config" | "link" | "store" | "pipeline" | "printer" | "supervisor" | "swipePrompt" | "ready"
 >;
 
 interface RawRow {
@@ -137,6 +137,8 @@ export class SnapshotSource {
       recentJobs: recent,
       lastErrors,
     };
+    const swipe = agent.swipePrompt.current;
+    if (swipe) snapshot.swipe = swipe;
     const preview = this.previewSummary();
     if (preview) snapshot.preview = preview;
     if (this.simulator) {

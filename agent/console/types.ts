@@ -90,6 +90,8 @@ export interface ConsoleSnapshot {
   };
   recentJobs: JobSummary[];
   lastErrors: ErrorSummary[];
+  /** Teller-assisted magstripe: the hand-swipe encoder waits for a person to swipe the card. */
+  swipe?: { operation: string; since: string; until: string };
   preview?: PreviewSummary;
   simulator?: {
     faults: readonly string[];

@@ -10,7 +10,8 @@ import { isEncodableTrack, TRACK_SPECS, type TrackNumber } from "./iso7813.js";
  * Host → device: `ESC <command>` and, for ISO write, a data block
  * `1B 73 1B 01 <t1> 1B 02 <t2> 1B 03 <t3> 3F 1C`. Device → host: `ESC <status>`, `ESC y` (test),
  * `ESC h` / `ESC l` (coercivity), `ESC <model> S`, `ESC REV?X.XX` (firmware) and the read answer
- * `1B 73 1B 01 … 1B 02 … 1B 03 … 3F 1C 1B <status>`.
+ * `1B 73 1B 01 … 1B 02 … 1B 03 … 3F 1C 1B <status>`, where a track's text may be replaced by a
+ * marker: `ESC +` for a track with no data, `ESC *` for a track the head could not decode.
  *
  * Every input here may be card data: errors name tracks and codes, never their content.
  */
@@ -23,6 +24,13 @@ export const BLOCK_END = 0x3f;
 export const BLOCK_START = 0x73;
 /** Longest track text accepted in a data block: ISO limits with sentinels (79/40/107) plus headroom. */
 export const MAX_BLOCK_TRACK_CHARS = 128;
+/**
+ * `+` after `ESC <n>` in a read answer: the track is there but has no data (libmsr `MSR_RW_EMPTY`,
+ * "the empty delimiter occurs when reading a track with no data").
+ */
+export const EMPTY_TRACK_MARK = 0x2b;
+/** `*` after `ESC <n>` in a read answer: the head saw the track but could not decode it (libmsr `MSR_RW_BAD`). */
+export const BAD_TRACK_MARK = 0x2a;
 
 /** Host → device command bytes (after ESC). */
 export const MSR206_COMMAND = {
@@ -66,11 +74,33 @@ export function statusOfByte(byte: number): Msr206Status | undefined {
   return STATUS_BY_BYTE.get(byte);
 }
 
-/** Track text as the device sent it in a data block; `""` = nothing on that track. */
+/** Track text of a write block, as the host sends it; `""` = leave that track as it is. */
 export interface BlockTracks {
   track1: string;
   track2: string;
   track3: string;
+}
+
+/**
+ * One track of a read answer. Three different things, kept apart because they mean different things
+ * to the verification: `data` is text the device decoded (never empty; sentinels as the unit sends
+ * them), `empty` a track with nothing on it (`ESC +`, or no text at all as the programmer's manuals
+ * show it), `bad` a track the head saw but could not decode (`ESC *`, parity or LRC wrong).
+ */
+export type TrackRead = { status: "data"; text: string } | { status: "empty" } | { status: "bad" };
+
+export const EMPTY_TRACK: TrackRead = Object.freeze({ status: "empty" });
+export const BAD_TRACK: TrackRead = Object.freeze({ status: "bad" });
+
+export function dataTrack(text: string): TrackRead {
+  return { status: "data", text };
+}
+
+/** The three tracks of a read answer. */
+export interface ReadTracks {
+  track1: TrackRead;
+  track2: TrackRead;
+  track3: TrackRead;
 }
 
 /** One device → host frame, decoded. */
@@ -78,7 +108,7 @@ export type Msr206Reply =
   | { kind: "status"; status: Msr206Status }
   | { kind: "test-ok" }
   | { kind: "coercivity"; coercivity: Coercivity }
-  | { kind: "read"; tracks: BlockTracks; status: Msr206Status }
+  | { kind: "read"; tracks: ReadTracks; status: Msr206Status }
   | { kind: "model"; model: string }
   | { kind: "firmware"; version: string };
 
@@ -123,19 +153,21 @@ function isPrintable(byte: number): boolean {
 }
 
 /**
- * `1B 73 1B 01 <t1> 1B 02 <t2> 1B 03 <t3> 3F 1C`. Absent tracks are empty. Track text must be
- * printable ASCII, or the block could not be told apart from its markers: RangeError otherwise.
+ * Track text as block bytes. It must be printable ASCII, or the block could not be told apart from
+ * its markers: RangeError (naming the track, not its text) otherwise.
  */
+function blockText(n: TrackNumber, text: string): Buffer {
+  const bytes = Buffer.from(text, "latin1");
+  if (bytes.length > MAX_BLOCK_TRACK_CHARS || !bytes.every(isPrintable) || bytes.length !== text.length) {
+    throw new RangeError(`track ${n} text cannot go into a data block`);
+  }
+  return bytes;
+}
+
+/** `1B 73 1B 01 <t1> 1B 02 <t2> 1B 03 <t3> 3F 1C`, the write block. Absent tracks are empty. */
 export function encodeDataBlock(tracks: Partial<BlockTracks>): Buffer {
   const parts: Buffer[] = [Buffer.of(ESC, BLOCK_START)];
-  for (const n of [1, 2, 3] as const) {
-    const text = tracks[`track${n}`] ?? "";
-    const bytes = Buffer.from(text, "latin1");
-    if (bytes.length > MAX_BLOCK_TRACK_CHARS || !bytes.every(isPrintable) || bytes.length !== text.length) {
-      throw new RangeError(`track ${n} text cannot go into a data block`);
-    }
-    parts.push(Buffer.of(ESC, n), bytes);
-  }
+  for (const n of [1, 2, 3] as const) parts.push(Buffer.of(ESC, n), blockText(n, tracks[`track${n}`] ?? ""));
   parts.push(Buffer.of(BLOCK_END, FS));
   return Buffer.concat(parts);
 }
@@ -209,9 +241,28 @@ export function encodeFirmwareReply(version: string): Buffer {
   return Buffer.concat([Buffer.of(ESC), Buffer.from(version, "latin1")]);
 }
 
-/** Data block + `ESC <status>`. */
-export function encodeReadAnswer(tracks: Partial<BlockTracks>, status: Msr206Status): Buffer {
-  return Buffer.concat([encodeDataBlock(tracks), encodeStatusReply(status)]);
+/**
+ * The data block of a read answer: each track as its text, `ESC +` (empty; also for an absent track)
+ * or `ESC *` (bad). Data text must be non-empty and not `*`, which would read back as a marker.
+ */
+export function encodeReadBlock(tracks: Partial<ReadTracks>): Buffer {
+  const parts: Buffer[] = [Buffer.of(ESC, BLOCK_START)];
+  for (const n of [1, 2, 3] as const) {
+    const track = tracks[`track${n}`] ?? EMPTY_TRACK;
+    parts.push(Buffer.of(ESC, n));
+    if (track.status === "empty") parts.push(Buffer.of(ESC, EMPTY_TRACK_MARK));
+    else if (track.status === "bad") parts.push(Buffer.of(ESC, BAD_TRACK_MARK));
+    else if (track.text === "" || track.text === "*") {
+      throw new RangeError(`track ${n} data text would read back as a marker`);
+    } else parts.push(blockText(n, track.text));
+  }
+  parts.push(Buffer.of(BLOCK_END, FS));
+  return Buffer.concat(parts);
+}
+
+/** Read block + `ESC <status>`. */
+export function encodeReadAnswer(tracks: Partial<ReadTracks>, status: Msr206Status): Buffer {
+  return Buffer.concat([encodeReadBlock(tracks), encodeStatusReply(status)]);
 }
 
 /**
@@ -243,21 +294,46 @@ export type ScanStep<T> =
 
 const NEED_MORE = { kind: "need-more" } as const;
 
+/** Which way a data block travels: only read answers carry the `ESC +` / `ESC *` markers. */
+export type DataBlockDirection = "write" | "read";
+
+const TRACK_MARKS = new Map<number, TrackRead>([
+  [EMPTY_TRACK_MARK, EMPTY_TRACK],
+  [BAD_TRACK_MARK, BAD_TRACK],
+]);
+
+/**
+ * A track's text as a `TrackRead`. No text at all is an empty track (the programmer's manuals show an
+ * empty track as `1B 01` followed by the next marker). In a read answer a text of just `*` is a bad
+ * track too, for units that send the mark without its ESC: no real track is that one character.
+ */
+function trackOfText(text: string, direction: DataBlockDirection): TrackRead {
+  if (text.length === 0) return EMPTY_TRACK;
+  if (direction === "read" && text === "*") return BAD_TRACK;
+  return dataTrack(text);
+}
+
 /**
  * Scans a data block starting at `at` (which holds `ESC s`). Returns the tracks and the index just
  * past `3F 1C`; `need-more` while the block is incomplete; `broken` with the index where it stopped
  * making sense. An ESC in the wrong place is not consumed (`broken.length` stops before it), so it
  * can start the next frame: that is how a cut-off block followed by a fresh answer resynchronises.
+ *
+ * In a read answer (`direction: "read"`) a track's text may be replaced by `ESC +` (empty) or
+ * `ESC *` (bad), right after its `ESC <n>`: `1B 01 1B 2B 1B 02 …`, and for track 3
+ * `1B 03 1B 2B 3F 1C`. Every decision that needs a byte not yet there answers `need-more`, so the
+ * result does not depend on where the stream was cut.
  */
 export function scanDataBlock(
   buf: Buffer,
   at: number,
+  direction: DataBlockDirection,
 ):
-  | { kind: "block"; tracks: BlockTracks; end: number }
+  | { kind: "block"; tracks: ReadTracks; end: number }
   | { kind: "need-more" }
   | { kind: "broken"; length: number } {
   let i = at + 2; // past ESC s
-  const texts: string[] = [];
+  const tracks: TrackRead[] = [];
   for (const n of [1, 2, 3] as const) {
     // ESC <n>
     if (i >= buf.length) return NEED_MORE;
@@ -265,6 +341,28 @@ export function scanDataBlock(
     if (i + 1 >= buf.length) return NEED_MORE;
     if (buf[i + 1] !== n) return { kind: "broken", length: i - at };
     i += 2;
+    if (direction === "read") {
+      // ESC + / ESC * in place of the text. Any other ESC after tracks 1/2 is the next track's
+      // (no text: empty); after track 3 it is out of place and breaks the block below.
+      if (i >= buf.length) return NEED_MORE;
+      if (buf[i] === ESC) {
+        if (i + 1 >= buf.length) return NEED_MORE;
+        const mark = TRACK_MARKS.get(buf[i + 1]!);
+        if (mark) {
+          tracks.push(mark);
+          i += 2;
+          if (n === 3) {
+            // The block's `? FS` follows track 3's marker.
+            if (i >= buf.length) return NEED_MORE;
+            if (buf[i] !== BLOCK_END) return { kind: "broken", length: i - at };
+            if (i + 1 >= buf.length) return NEED_MORE;
+            if (buf[i + 1] !== FS) return { kind: "broken", length: i - at };
+            i += 2;
+          }
+          continue;
+        }
+      }
+    }
     const start = i;
     if (n < 3) {
       // Printable text up to the next ESC.
@@ -276,7 +374,7 @@ export function scanDataBlock(
         if (!isPrintable(byte)) return { kind: "broken", length: i - at };
         i++;
       }
-      texts.push(buf.toString("latin1", start, i));
+      tracks.push(trackOfText(buf.toString("latin1", start, i), direction));
     } else {
       // Printable text up to `? FS`: the `?` before FS closes the block, it is not track 3's.
       for (;;) {
@@ -290,11 +388,11 @@ export function scanDataBlock(
         if (!isPrintable(byte)) return { kind: "broken", length: i - at };
         i++;
       }
-      texts.push(buf.toString("latin1", start, i - 1));
+      tracks.push(trackOfText(buf.toString("latin1", start, i - 1), direction));
       i++; // past FS
     }
   }
-  return { kind: "block", tracks: { track1: texts[0]!, track2: texts[1]!, track3: texts[2]! }, end: i };
+  return { kind: "block", tracks: { track1: tracks[0]!, track2: tracks[1]!, track3: tracks[2]! }, end: i };
 }
 
 /** The bytes before the next ESC, as a noise step. */
@@ -327,7 +425,7 @@ export function scanReply(buf: Buffer, expectModel = false): ScanStep<Msr206Repl
     case 0x6c: // l
       return { kind: "frame", value: { kind: "coercivity", coercivity: "LOCO" }, length: 2 };
     case BLOCK_START: {
-      const block = scanDataBlock(buf, 0);
+      const block = scanDataBlock(buf, 0, "read");
       if (block.kind !== "block") return block;
       const i = block.end;
       if (i >= buf.length) return NEED_MORE;

@@ -6,8 +6,10 @@ import {
   FrameScanner,
   MSR206_COMMAND,
   type Msr206CommandName,
+  type ReadTracks,
   type ScanStep,
   scanDataBlock,
+  type TrackRead,
   tracksOfEraseSelector,
 } from "./msr206-codec.js";
 
@@ -56,13 +58,23 @@ export function scanCommand(buf: Buffer): ScanStep<Msr206Command> {
   if (buf[2] !== ESC || buf[3] !== BLOCK_START) {
     return { kind: "frame", value: { kind: "malformed", command: "writeIso" }, length: 2 };
   }
-  const block = scanDataBlock(buf, 2);
+  const block = scanDataBlock(buf, 2, "write");
   if (block.kind === "need-more") return block;
   if (block.kind === "broken") {
     // Answered as a format error; what follows the break is looked at again.
     return { kind: "frame", value: { kind: "malformed", command: "writeIso" }, length: 2 + block.length };
   }
-  return { kind: "frame", value: { kind: "writeIso", tracks: block.tracks }, length: block.end };
+  return {
+    kind: "frame",
+    value: { kind: "writeIso", tracks: writeTextsOf(block.tracks) },
+    length: block.end,
+  };
+}
+
+/** A write block's tracks as text: `""` for a track sent empty (a write block has no bad tracks). */
+function writeTextsOf(tracks: ReadTracks): BlockTracks {
+  const text = (t: TrackRead): string => (t.status === "data" ? t.text : "");
+  return { track1: text(tracks.track1), track2: text(tracks.track2), track3: text(tracks.track3) };
 }
 
 /** Incremental host → device parser, the device's end of the line. */

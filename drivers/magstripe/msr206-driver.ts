@@ -15,23 +15,48 @@ import {
   type Msr206Reply,
   Msr206ReplyParser,
   type Msr206Status,
+  type ReadTracks,
+  type TrackRead,
   trackDataOf,
 } from "./msr206-codec.js";
 
 export interface Msr206Timeouts {
-  /** Reset handshake, coercivity, model, firmware, erase. */
+  /** Commands the unit answers by itself: reset handshake, coercivity, model, firmware. */
   defaultMs: number;
-  /** ISO write and read: the device waits for the card to pass its head. */
-  magMs: number;
 }
 
-export const DEFAULT_MSR206_TIMEOUTS: Msr206Timeouts = { defaultMs: 3_000, magMs: 15_000 };
+export const DEFAULT_MSR206_TIMEOUTS: Msr206Timeouts = { defaultMs: 3_000 };
+
+/**
+ * How long write, read and erase wait for their answer by default. MSR206 / MSR605X are hand-swipe
+ * units: after those commands the unit answers only once a person has swiped the card through its head.
+ */
+export const DEFAULT_SWIPE_TIMEOUT_MS = 30_000;
+
+/** The commands the unit answers only after a swipe. */
+export type SwipeOperation = "write" | "read" | "erase";
+
+/** What `onSwipeRequest` gets: which command waits for the swipe, and for how long. */
+export interface SwipeRequest {
+  operation: SwipeOperation;
+  waitMs: number;
+}
 
 export interface Msr206EncoderOptions {
   transport: Transport;
   clock: Clock;
   logger: Logger;
   timeouts?: Partial<Msr206Timeouts>;
+  /**
+   * How long write, read and erase wait for a person to swipe the card (the unit answers only after
+   * the swipe). Default `DEFAULT_SWIPE_TIMEOUT_MS` (30 s). No answer in time is `DEVICE_TIMEOUT`.
+   */
+  swipeTimeoutMs?: number;
+  /**
+   * Called right after a write, read or erase command went to the unit, so the agent can tell the
+   * teller to swipe the card now (console, log). Carries no card data. A throw is logged, not raised.
+   */
+  onSwipeRequest?: (request: SwipeRequest) => void;
   /** Pause after `ESC a` before the communication test. Default 0. */
   resetSettleMs?: number;
   /** Names the device in errors and logs. Default `msr206`. */
@@ -63,6 +88,8 @@ interface Command {
   /** Whether a reply answers this command. Anything else is dropped while it waits. */
   accepts(reply: Msr206Reply): boolean;
   expectModel?: boolean;
+  /** Set for commands the unit answers only after a swipe: the teller is asked for one. */
+  swipe?: SwipeOperation;
 }
 
 interface InFlight {
@@ -89,6 +116,8 @@ export class Msr206Encoder implements MagstripeEncoder {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly timeouts: Msr206Timeouts;
+  private readonly swipeTimeoutMs: number;
+  private readonly onSwipeRequest: ((request: SwipeRequest) => void) | undefined;
   private readonly resetSettleMs: number;
   private readonly device: string;
   private readonly mutex = new Mutex();
@@ -109,6 +138,8 @@ export class Msr206Encoder implements MagstripeEncoder {
     this.device = options.device ?? "msr206";
     this.log = options.logger.child({ device: this.device });
     this.timeouts = { ...DEFAULT_MSR206_TIMEOUTS, ...options.timeouts };
+    this.swipeTimeoutMs = options.swipeTimeoutMs ?? DEFAULT_SWIPE_TIMEOUT_MS;
+    this.onSwipeRequest = options.onSwipeRequest;
     this.resetSettleMs = options.resetSettleMs ?? 0;
     this.reopenOnUse = options.reopenOnUse ?? true;
     this.transport.onData((chunk) => {
@@ -189,10 +220,10 @@ export class Msr206Encoder implements MagstripeEncoder {
     });
   }
 
-  /** `ESC c <selector>` → `ESC 0`. The device waits for the card like a write. */
+  /** `ESC c <selector>` → `ESC 0`, once a person has swiped the card (like a write). */
   erase(tracks: readonly TrackNumber[]): Promise<void> {
     const frame = encodeErase(tracks);
-    return this.operation(() => this.expectOk("erase", frame, this.timeouts.magMs, "erase"));
+    return this.operation(() => this.expectOkAfterSwipe("erase", frame));
   }
 
   /**
@@ -200,36 +231,44 @@ export class Msr206Encoder implements MagstripeEncoder {
    * them back (`ESC r` → data block + status) and compares each written track. Track data that is
    * not ISO-mode encodable fails with `COMMAND_REJECTED` before anything is sent.
    *
+   * The unit is hand-swipe: write and read are each answered only after a person swiped the card.
+   * Right after sending each of them the driver asks for the swipe (`onSwipeRequest`, a warn log) and
+   * waits `swipeTimeoutMs` for the answer.
+   *
    * - write answered `1` / `9` / `A` → `MAG_WRITE`; `2` / `4` → `COMMAND_REJECTED`
-   * - a written track that reads back different, or not at all → `MAG_VERIFY`
-   * - no answer in time → `DEVICE_TIMEOUT`; link lost → `DEVICE_DISCONNECTED`
+   * - a written track that reads back different, empty (`ESC +`), bad (`ESC *`) or not at all →
+   *   `MAG_VERIFY`; a track we did not write may read back anything (a blank track is `ESC +`)
+   * - no swipe (no answer) in time → `DEVICE_TIMEOUT`; link lost → `DEVICE_DISCONNECTED`
    */
   async encode(tracks: MagstripeTracks, coercivity: Coercivity): Promise<void> {
     const written = tracksToWrite(tracks, { device: this.device, command: "write" });
     const writeFrame = encodeWriteIso(tracks);
-    const { magMs } = this.timeouts;
     await this.operation(async () => {
       await this.setCoercivityLocked(coercivity);
-      await this.expectOk("write", writeFrame, magMs, "write");
+      await this.expectOkAfterSwipe("write", writeFrame);
       const answer = await this.request({
         name: "read",
         frame: encodeCommand("readIso"),
-        timeoutMs: magMs,
+        timeoutMs: this.swipeTimeoutMs,
         accepts: (r) => r.kind === "read" || isStatus(r),
+        swipe: "read",
       });
       const status = answer.kind === "read" || answer.kind === "status" ? answer.status : "OK";
       const fault = faultOfStatus(status, "read");
       if (fault === "COMMAND_REJECTED") throw this.statusError("read", answer, "read");
+      const readBack = answer.kind === "read" ? answer.tracks : undefined;
       for (const { n, data } of written) {
-        const text = answer.kind === "read" ? answer.tracks[`track${n}`] : "";
-        if (trackDataOf(n, text) === data) continue;
-        const how = text.length === 0 ? "did not read back" : "reads back different from what was written";
-        throw new DeviceError("MAG_VERIFY", `track ${n} ${how} (read status ${status})`, {
+        const problem = verifyProblem(n, data, readBack?.[`track${n}`]);
+        if (problem === undefined) continue;
+        throw new DeviceError("MAG_VERIFY", `track ${n} ${problem} (read status ${status})`, {
           device: this.device,
           command: "read",
         });
       }
-      this.log.debug({ tracks: written.map((t) => t.n), coercivity }, "magstripe written and verified");
+      this.log.debug(
+        { tracks: written.map((t) => t.n), coercivity, readBack: readBack && readStatuses(readBack) },
+        "magstripe written and verified",
+      );
     });
   }
 
@@ -263,19 +302,39 @@ export class Msr206Encoder implements MagstripeEncoder {
     if (reply.kind === "test-ok") this.needsSync = false;
   }
 
+  /** A write or erase: answered `ESC <status>` once the card was swiped. */
+  private async expectOkAfterSwipe(name: "write" | "erase", frame: Buffer): Promise<void> {
+    const reply = await this.request({
+      name,
+      frame,
+      timeoutMs: this.swipeTimeoutMs,
+      accepts: isStatus,
+      swipe: name,
+    });
+    if (reply.kind === "status" && reply.status === "OK") return;
+    throw this.statusError(name, reply, name);
+  }
+
+  /** Tells the teller (log, and the agent through `onSwipeRequest`) to swipe the card now. */
+  private requestSwipe(operation: SwipeOperation, waitMs: number): void {
+    this.log.warn({ operation, waitMs }, "swipe the card through the magstripe encoder");
+    if (!this.onSwipeRequest) return;
+    try {
+      this.onSwipeRequest({ operation, waitMs });
+    } catch (err) {
+      // The prompt is a courtesy: a failing listener must not fail the card.
+      this.log.warn({ err, operation }, "swipe request listener failed");
+    }
+  }
+
   private async setCoercivityLocked(coercivity: Coercivity): Promise<void> {
     await this.expectOk(coercivity === "HICO" ? "hico" : "loco", encodeSetCoercivity(coercivity));
   }
 
-  private async expectOk(
-    name: string,
-    frame: Buffer,
-    timeoutMs = this.timeouts.defaultMs,
-    operation: Msr206Operation = "command",
-  ): Promise<void> {
-    const reply = await this.request({ name, frame, timeoutMs, accepts: isStatus });
+  private async expectOk(name: string, frame: Buffer): Promise<void> {
+    const reply = await this.request({ name, frame, timeoutMs: this.timeouts.defaultMs, accepts: isStatus });
     if (reply.kind === "status" && reply.status === "OK") return;
-    throw this.statusError(name, reply, operation);
+    throw this.statusError(name, reply, "command");
   }
 
   private statusError(name: string, reply: Msr206Reply, operation: Msr206Operation): DeviceError {
@@ -323,13 +382,16 @@ export class Msr206Encoder implements MagstripeEncoder {
       };
       const timer = this.clock.setTimeout(() => {
         const dropped = this.parser.discardPartial();
-        this.log.warn({ command: name, timeoutMs, partialBytes: dropped }, "encoder did not answer in time");
-        entry.fail(
-          new DeviceError("DEVICE_TIMEOUT", `${name}: no reply within ${timeoutMs} ms`, {
-            device: this.device,
-            command: name,
-          }),
+        // For a swipe command the likely reason is a person who did not swipe: say so, it is what
+        // the teller can act on.
+        const message = command.swipe
+          ? `${name}: no card was swiped within ${timeoutMs} ms (no reply)`
+          : `${name}: no reply within ${timeoutMs} ms`;
+        this.log.warn(
+          { command: name, timeoutMs, partialBytes: dropped },
+          command.swipe ? "no card was swiped through the encoder in time" : "encoder did not answer in time",
         );
+        entry.fail(new DeviceError("DEVICE_TIMEOUT", message, { device: this.device, command: name }));
       }, timeoutMs);
       this.inFlight = entry;
       this.parser.expectModel = command.expectModel === true;
@@ -341,6 +403,9 @@ export class Msr206Encoder implements MagstripeEncoder {
         },
         (err: unknown) => entry.fail(this.writeFailed(name, err)),
       );
+      // Right after sending, before any answer can arrive (answers come in later data events): one
+      // prompt per swipe command. Not on a link known to be closed: that write fails at once.
+      if (command.swipe && this.transport.isOpen) this.requestSwipe(command.swipe, timeoutMs);
     });
   }
 
@@ -384,4 +449,25 @@ export class Msr206Encoder implements MagstripeEncoder {
       }),
     );
   }
+}
+
+/**
+ * Why a written track does not verify, or undefined when it reads back as written. Only the tracks
+ * we wrote are checked: a track we left alone may be blank (`ESC +`) or unreadable (`ESC *`).
+ */
+function verifyProblem(n: TrackNumber, data: string, read: TrackRead | undefined): string | undefined {
+  if (read === undefined) return "did not read back";
+  switch (read.status) {
+    case "empty":
+      return "read back empty";
+    case "bad":
+      return "read back unreadable (bad track)";
+    case "data":
+      return trackDataOf(n, read.text) === data ? undefined : "reads back different from what was written";
+  }
+}
+
+/** What each track read back as (`data` / `empty` / `bad`), for logs: never the text. */
+function readStatuses(tracks: ReadTracks): Record<TrackNumber, TrackRead["status"]> {
+  return { 1: tracks.track1.status, 2: tracks.track2.status, 3: tracks.track3.status };
 }

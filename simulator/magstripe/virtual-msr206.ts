@@ -20,7 +20,9 @@ import {
   type TrackNumber,
 } from "../../drivers/magstripe/iso7813.js";
 import {
+  BAD_TRACK,
   type BlockTracks,
+  dataTrack,
   ESC,
   encodeCoercivityReply,
   encodeFirmwareReply,
@@ -29,8 +31,10 @@ import {
   encodeStatusReply,
   encodeTestReply,
   type FrameParserStats,
+  type ReadTracks,
 } from "../../drivers/magstripe/msr206-codec.js";
 import { type Msr206Command, Msr206CommandParser } from "../../drivers/magstripe/msr206-command-parser.js";
+import type { SwipeOperation } from "../../drivers/magstripe/msr206-driver.js";
 import type { HidBackend, HidDeviceHandle, HidDeviceInfo } from "../../drivers/transport/hid-transport.js";
 import { mulberry32 } from "../common/random.js";
 import type { VirtualSerialDevice, VirtualSerialLink } from "../serial/virtual-binding.js";
@@ -55,12 +59,16 @@ export interface VirtualMsr206HidOptions {
 }
 
 export interface VirtualMsr206Options {
-  /** Latency and replug timers. Default systemClock. */
+  /** Latency, swipe and replug timers. Default systemClock. */
   clock?: Clock;
-  /** Answer delay of quick commands. Default 0: the next turn of the event loop. */
+  /** Answer delay of the commands the unit answers by itself. Default 0: the next turn of the event loop. */
   commandMs?: number;
-  /** Answer delay of write, read and erase (the card passing the head). Default 0. */
-  swipeMs?: number;
+  /**
+   * When the simulated teller swipes the card after a write, read or erase: 0 (default) on the next
+   * turn of the event loop, N ms later on the clock, `null` never (the test or the person at the
+   * console calls `swipe()`).
+   */
+  swipeAfterMs?: number | null;
   /** `ESC t` answer. Default `3` (three tracks). */
   model?: string;
   /** `ESC v` answer, `REV` + 5 characters. Default `REVE1.03`. */
@@ -83,26 +91,69 @@ export interface StripeWriteRecord {
 
 export interface VirtualMsr206Events {
   "stripe-written": [record: StripeWriteRecord];
+  /** A write, read or erase now waits for the card to be swiped (`swipe()`). */
+  "awaiting-swipe": [operation: SwipeOperation];
 }
 
 type Via = "serial" | "hid";
 
-interface Outcome {
-  reply?: Buffer;
-  latency: "commandMs" | "swipeMs";
+/** What the faults that fired on a swipe command do once the card is swiped. */
+interface SwipeFlags {
+  writeError: boolean;
+  corruptWrite: boolean;
+  /** `bad-track`: the track stored with a broken LRC, `first` = the first track written. */
+  damage?: TrackNumber | "first";
+  noise: boolean;
 }
+
+/** The commands the unit answers only after a swipe. */
+type SwipeCommand = { kind: "readIso" } | Extract<Msr206Command, { kind: "writeIso" | "erase" }>;
+
+function swipeCommandOf(command: Msr206Command): SwipeCommand | undefined {
+  switch (command.kind) {
+    case "readIso":
+      return { kind: "readIso" };
+    case "writeIso":
+    case "erase":
+      return command;
+    default:
+      return undefined;
+  }
+}
+
+/** A write, read or erase the unit holds until the card is swiped. */
+interface PendingSwipe {
+  command: SwipeCommand;
+  via: Via;
+  flags: SwipeFlags;
+}
+
+type Outcome =
+  /** Answered by the unit itself after `commandMs` (or never, without a reply). */
+  | { kind: "answer"; reply?: Buffer; noise?: boolean }
+  /** Answered after a swipe. */
+  | { kind: "swipe"; pending: PendingSwipe };
+
+const SWIPE_OPERATION: Readonly<Record<SwipeCommand["kind"], SwipeOperation>> = {
+  writeIso: "write",
+  readIso: "read",
+  erase: "erase",
+};
 
 /**
  * A software MSR206 speaking the bytes of docs/devices.md ("Magnetic stripe encoder"), usable as a
  * `VirtualSerialDevice` under `VirtualSerialBinding` (a serial MSR206) and, through `hidBackend()`,
  * as a node-hid device object for `HidTransport` (an MSR605X: 64-byte reports, replies optionally cut
- * into more reports and split across `data` events). A card always sits at the head (in a kiosk the
- * printer positions it): a write or read happens as soon as it is asked. Commands are handled one at
- * a time in arrival order; each answer goes back the way its command came.
+ * into more reports and split across `data` events). Like the real units it is hand-swipe: a write,
+ * read or erase waits for the card to be swiped (`swipe()`, or by itself after `swipeAfterMs`) and
+ * only then touches the stripe and answers; a reset drops the command that waits. Reads answer
+ * `ESC +` for an empty track and `ESC *` for one whose stored data fails its LRC check. Commands are
+ * handled one at a time in arrival order; each answer goes back the way its command came.
  */
 export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements VirtualSerialDevice {
   private readonly clock: Clock;
-  private readonly latency: { commandMs: number; swipeMs: number };
+  private readonly commandMs: number;
+  private readonly swipeAfterMs: number | null;
   private readonly model: string;
   private readonly firmware: string;
   private readonly readSentinels: boolean;
@@ -123,6 +174,8 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
   private faults: ArmedMsr206Fault[] = [];
   private queue: Array<{ command: Msr206Command; via: Via }> = [];
   private busy = false;
+  /** The write, read or erase waiting for a swipe; `busy` stays set while it waits. */
+  private waiting: PendingSwipe | undefined;
   private hidWrites: Buffer[] = [];
   /** Kinds of the commands received, in order; never their data. */
   readonly commandLog: string[] = [];
@@ -130,7 +183,8 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
   constructor(options: VirtualMsr206Options = {}) {
     super();
     this.clock = options.clock ?? systemClock;
-    this.latency = { commandMs: options.commandMs ?? 0, swipeMs: options.swipeMs ?? 0 };
+    this.commandMs = options.commandMs ?? 0;
+    this.swipeAfterMs = options.swipeAfterMs === undefined ? 0 : options.swipeAfterMs;
     this.model = options.model ?? "3";
     this.firmware = options.firmware ?? "REVE1.03";
     // Fail at construction, not at the first answer.
@@ -216,6 +270,11 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     if (!this.plugged) return;
     this.plugged = false;
     this.queue = [];
+    if (this.waiting) {
+      // Nobody will answer the command that waited; the unit starts over when it is back.
+      this.waiting = undefined;
+      this.busy = false;
+    }
     this.serialParser.reset();
     this.hidParser.reset();
     this.hidReassembler.reset();
@@ -232,9 +291,29 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     return this.plugged;
   }
 
-  /** A fresh, blank card at the head. */
+  /** A fresh, blank card in the teller's hand: the next swipe writes or reads it. */
   newCard(): void {
     this.stripe.clear();
+  }
+
+  /** The command waiting for a swipe (`write`, `read`, `erase`), if any. */
+  get awaitingSwipe(): SwipeOperation | undefined {
+    return this.waiting && SWIPE_OPERATION[this.waiting.command.kind];
+  }
+
+  /**
+   * The teller swipes the card now: the write, read or erase that waits runs on the card and is
+   * answered. Returns false, doing nothing, when no command waits (a swipe the unit was not asked for).
+   */
+  swipe(): boolean {
+    const pending = this.waiting;
+    if (!pending) return false;
+    this.waiting = undefined;
+    const reply = this.executeSwiped(pending);
+    if (this.plugged) this.answer(pending.via, reply, pending.flags.noise);
+    this.busy = false;
+    this.pump();
+    return true;
   }
 
   get currentCoercivity(): Coercivity {
@@ -264,7 +343,16 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
   // --- command handling -------------------------------------------------------------------------
 
   private enqueue(commands: Msr206Command[], via: Via): void {
-    for (const command of commands) this.queue.push({ command, via });
+    for (const command of commands) {
+      // A reset drops the command waiting for a swipe and what queued behind it (libmsr: a waiting
+      // command "can be interrupted by a reset"): that is how a host gives up on a swipe.
+      if (command.kind === "reset" && this.waiting) {
+        this.waiting = undefined;
+        this.queue = [];
+        this.busy = false;
+      }
+      this.queue.push({ command, via });
+    }
     this.pump();
   }
 
@@ -273,18 +361,34 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     const next = this.queue.shift();
     if (!next) return;
     this.busy = true;
-    const { reply, latency, noise } = this.handle(next.command);
+    const outcome = this.handle(next.command, next.via);
+    if (outcome.kind === "swipe") {
+      this.awaitSwipe(outcome.pending);
+      return;
+    }
     const finish = (): void => {
-      if (reply && this.plugged) this.answer(next.via, reply, noise);
+      if (outcome.reply && this.plugged) this.answer(next.via, outcome.reply, outcome.noise);
       this.busy = false;
       this.pump();
     };
-    const ms = this.latency[latency];
-    if (ms > 0) this.clock.setTimeout(finish, ms);
+    if (this.commandMs > 0) this.clock.setTimeout(finish, this.commandMs);
     else setImmediate(finish);
   }
 
-  private handle(command: Msr206Command): Outcome & { noise?: boolean } {
+  /** Holds `pending` until `swipe()`; the simulated teller swipes after `swipeAfterMs` unless null. */
+  private awaitSwipe(pending: PendingSwipe): void {
+    this.waiting = pending;
+    this.emit("awaiting-swipe", SWIPE_OPERATION[pending.command.kind]);
+    if (this.swipeAfterMs === null) return;
+    // Only this command's swipe: after a reset or an unplug another command may be waiting.
+    const swipeIfStillWaiting = (): void => {
+      if (this.waiting === pending) this.swipe();
+    };
+    if (this.swipeAfterMs > 0) this.clock.setTimeout(swipeIfStillWaiting, this.swipeAfterMs);
+    else setImmediate(swipeIfStillWaiting);
+  }
+
+  private handle(command: Msr206Command, via: Via): Outcome {
     this.commandLog.push(command.kind);
     const fired = fireMsr206Faults(this.faults, command.kind);
     const firedOf = (kind: Msr206FaultEffect["kind"]) => fired.find((f) => f.effect.kind === kind);
@@ -292,49 +396,66 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     if (unplug) {
       this.unplug();
       this.clock.setTimeout(() => this.replug(), unplug.options.replugAfterMs ?? 1000);
-      return { latency: "commandMs" };
+      return { kind: "answer" };
     }
-    if (firedOf("swallow")) return { latency: "commandMs" };
-    const outcome = this.execute(command, {
+    // Not executed, not even waiting for a swipe: the host hears nothing.
+    if (firedOf("swallow")) return { kind: "answer" };
+    const noise = firedOf("noise") !== undefined;
+    const swiped = swipeCommandOf(command);
+    if (!swiped) return { kind: "answer", ...this.executeQuick(command), noise };
+    const damage = firedOf("damage-track");
+    const flags: SwipeFlags = {
       writeError: firedOf("write-error") !== undefined,
       corruptWrite: firedOf("corrupt-write") !== undefined,
-    });
-    return firedOf("noise") ? { ...outcome, noise: true } : outcome;
+      noise,
+      ...(damage ? { damage: damage.options.track ?? "first" } : {}),
+    };
+    return { kind: "swipe", pending: { command: swiped, via, flags } };
   }
 
-  private execute(command: Msr206Command, flags: { writeError: boolean; corruptWrite: boolean }): Outcome {
-    const quick = (reply: Buffer): Outcome => ({ reply, latency: "commandMs" });
+  /** The commands the unit answers without a card. */
+  private executeQuick(command: Msr206Command): { reply?: Buffer } {
     switch (command.kind) {
+      case "readIso":
+      case "writeIso":
+      case "erase":
+        return {}; // answered after the swipe (`executeSwiped`), never here
       case "reset":
-        return { latency: "commandMs" };
+        return {};
       case "test":
-        return quick(encodeTestReply());
+        return { reply: encodeTestReply() };
       case "hico":
       case "loco":
         this.coercivity = command.kind === "hico" ? "HICO" : "LOCO";
-        return quick(encodeStatusReply("OK"));
+        return { reply: encodeStatusReply("OK") };
       case "coercivity":
-        return quick(encodeCoercivityReply(this.coercivity));
+        return { reply: encodeCoercivityReply(this.coercivity) };
       case "model":
-        return quick(encodeModelReply(this.model));
+        return { reply: encodeModelReply(this.model) };
       case "firmware":
-        return quick(encodeFirmwareReply(this.firmware));
+        return { reply: encodeFirmwareReply(this.firmware) };
+      case "unknown":
+        return { reply: encodeStatusReply("INVALID_COMMAND") };
+      case "malformed":
+        return { reply: encodeStatusReply("COMMAND_FORMAT_ERROR") };
+    }
+  }
+
+  /** A write, read or erase, once the card was swiped. */
+  private executeSwiped({ command, flags }: PendingSwipe): Buffer {
+    switch (command.kind) {
       case "readIso":
-        return { reply: this.read(), latency: "swipeMs" };
+        return this.read();
       case "writeIso":
-        return { reply: this.write(command.tracks, flags), latency: "swipeMs" };
+        return this.write(command.tracks, flags);
       case "erase":
         for (const n of command.tracks) this.stripe.delete(n);
-        return { reply: encodeStatusReply("OK"), latency: "swipeMs" };
-      case "unknown":
-        return quick(encodeStatusReply("INVALID_COMMAND"));
-      case "malformed":
-        return quick(encodeStatusReply("COMMAND_FORMAT_ERROR"));
+        return encodeStatusReply("OK");
     }
   }
 
   /** ISO write: the device adds sentinels and LRC. An empty track in the block is left as it is. */
-  private write(tracks: BlockTracks, flags: { writeError: boolean; corruptWrite: boolean }): Buffer {
+  private write(tracks: BlockTracks, flags: SwipeFlags): Buffer {
     const toWrite: Array<{ n: TrackNumber; data: string }> = [];
     for (const n of [1, 2, 3] as const) {
       const data = tracks[`track${n}`];
@@ -344,7 +465,11 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     }
     if (toWrite.length === 0) return encodeStatusReply("COMMAND_FORMAT_ERROR");
     if (flags.writeError) return encodeStatusReply("READ_WRITE_ERROR");
-    for (const { n, data } of toWrite) this.stripe.set(n, formatTrack(n, data));
+    const damaged = flags.damage === "first" ? toWrite[0]!.n : flags.damage;
+    for (const { n, data } of toWrite) {
+      const formatted = formatTrack(n, data);
+      this.stripe.set(n, n === damaged ? withBrokenLrc(n, formatted) : formatted);
+    }
     const record: StripeWriteRecord = {
       serial: this.writes.length + 1,
       at: this.clock.now(),
@@ -356,20 +481,27 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     return encodeStatusReply("OK");
   }
 
-  /** ISO read: LRC checked, LRC stripped, sentinels kept or not (`readSentinels`). */
+  /**
+   * ISO read: LRC checked, LRC stripped, sentinels kept or not (`readSentinels`). A track with
+   * nothing on it answers `ESC +`, one that fails its check `ESC *`; status `1` when any track is
+   * bad or none is readable.
+   */
   private read(): Buffer {
-    const out: Partial<BlockTracks> = {};
+    const out: Partial<ReadTracks> = {};
     let readable = 0;
     let bad = 0;
     for (const [n, formatted] of this.stripe) {
       const parsed = parseFormattedTrack(n, formatted);
       if (!parsed.ok) {
         bad++;
+        out[`track${n}`] = BAD_TRACK;
         continue;
       }
       readable++;
       const spec = TRACK_SPECS[n];
-      out[`track${n}`] = this.readSentinels ? spec.start + parsed.value + spec.end : parsed.value;
+      // A bare `*` would read back as the bad-track mark: such data keeps its sentinels.
+      const bare = !this.readSentinels && parsed.value !== "*";
+      out[`track${n}`] = dataTrack(bare ? parsed.value : spec.start + parsed.value + spec.end);
     }
     return encodeReadAnswer(out, bad > 0 || readable === 0 ? "READ_WRITE_ERROR" : "OK");
   }
@@ -469,6 +601,14 @@ class VirtualHidHandle extends EventEmitter implements HidDeviceHandle {
       if (!this.closed) this.emit("error", new Error("could not read from HID device"));
     });
   }
+}
+
+/** The formatted track with a wrong LRC character (still one the track can hold): it fails its check. */
+function withBrokenLrc(n: TrackNumber, formatted: string): string {
+  const spec = TRACK_SPECS[n];
+  const mask = (1 << spec.dataBits) - 1;
+  const lrcCode = formatted.charCodeAt(formatted.length - 1) - spec.offset;
+  return formatted.slice(0, -1) + String.fromCharCode(((lrcCode + 1) & mask) + spec.offset);
 }
 
 /** Changes the last character to another one valid on every track (and keeps the LRC right). */

@@ -90,7 +90,9 @@ describe("kiosk-agent simulator: the virtual printer on a pseudo-terminal", () =
     );
     const out = new Lines(child.stdout);
     const exited = new Promise<number>((resolve) => child!.once("exit", (code) => resolve(code ?? -1)));
-    expect(await out.next(/^virtual Evolis printer ready on /)).toBe(`virtual Evolis printer ready on ${link}`);
+    expect(await out.next(/^virtual Evolis printer ready on /)).toBe(
+      `virtual Evolis printer ready on ${link}`,
+    );
     expect(await out.next(/agent configuration/)).toContain(`"link": "usb", "path": "${link}"`);
 
     const token = randomBytes(12).toString("hex");

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { ConfigSchema } from "../../../agent/config/schema.js";
 import { silentLogger } from "../../../agent/log/logger.js";
 import { ManualClock } from "../../../agent/util/clock.js";
 import { createMagstripeEncoder } from "../../../drivers/magstripe/create-encoder.js";
@@ -8,10 +9,12 @@ import {
   type MagstripeTracks,
   printerMagstripeEncoder,
 } from "../../../drivers/magstripe/encoder.js";
-import type { Msr206Encoder } from "../../../drivers/magstripe/msr206-driver.js";
+import type { Msr206Encoder, SwipeRequest } from "../../../drivers/magstripe/msr206-driver.js";
 import type { CardPrinter } from "../../../drivers/printer/card-printer.js";
 import { attachVirtualMsr206, VirtualMsr206 } from "../../../simulator/magstripe/index.js";
 import { VirtualSerialBinding } from "../../../simulator/serial/virtual-binding.js";
+import { captureLogs } from "../../support/log-capture.js";
+import { settle } from "./rig.js";
 
 describe("MagstripeEncoder", () => {
   it("the printer's built-in encoder is one, through the adapter", async () => {
@@ -78,6 +81,46 @@ describe("createMagstripeEncoder", () => {
       expect(sim.record).toHaveLength(1);
       await configured.device!.close();
     }
+  });
+
+  it("swipeTimeoutSec becomes the swipe wait and onSwipeRequest reaches the driver; a legacy magMs is ignored with a warning", async () => {
+    const clock = new ManualClock();
+    const { logger, text } = captureLogs("debug");
+    const binding = new VirtualSerialBinding();
+    const sim = attachVirtualMsr206(binding, "/dev/ttyMSR2", { clock, swipeAfterMs: null });
+    const requests: SwipeRequest[] = [];
+    const configured = createMagstripeEncoder(
+      { kind: "msr206-serial", path: "/dev/ttyMSR2", swipeTimeoutSec: 12, timeouts: { magMs: 15_000 } },
+      { clock, logger, serialBinding: binding, onSwipeRequest: (r) => requests.push(r) },
+    );
+    expect(text()).toContain("magstripe.timeouts.magMs is ignored");
+    await configured.device!.open();
+    const op = configured.encoder.encode({ track2: TRACK2 }, "HICO").catch((e: unknown) => e);
+    await settle(() => sim.awaitingSwipe === "write");
+    expect(requests).toEqual([{ operation: "write", waitMs: 12_000 }]);
+    clock.advance(12_000);
+    expect(await op).toMatchObject({ code: "DEVICE_TIMEOUT" });
+    await configured.device!.close();
+  });
+
+  it("config: magstripe.swipeTimeoutSec defaults to 30 for both separate kinds, and is validated", () => {
+    const magstripe = ConfigSchema.shape.magstripe;
+    expect(magstripe.parse({ kind: "msr206-serial", path: "/dev/ttyS0" })).toEqual({
+      kind: "msr206-serial",
+      path: "/dev/ttyS0",
+      swipeTimeoutSec: 30,
+    });
+    expect(magstripe.parse({ kind: "msr206-hid", swipeTimeoutSec: 90 })).toEqual({
+      kind: "msr206-hid",
+      swipeTimeoutSec: 90,
+    });
+    for (const bad of [0, 4, 601, 12.5, "30"]) {
+      expect(magstripe.safeParse({ kind: "msr206-hid", swipeTimeoutSec: bad }).success, String(bad)).toBe(
+        false,
+      );
+    }
+    // The printer's built-in encoder needs no swipe: the key does not belong there.
+    expect(magstripe.safeParse({ kind: "printer", swipeTimeoutSec: 30 }).success).toBe(false);
   });
 
   it("refuses a configuration without what it needs", () => {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
+  dataTrack,
+  EMPTY_TRACK,
   encodeCommand,
   encodeDataBlock,
   encodeErase,
@@ -106,13 +108,13 @@ describe("host → device commands (devices.md §2)", () => {
 
 describe("device → host answers", () => {
   it("decodes the read answer 1B 73 1B 01 … 1B 02 … 1B 03 … 3F 1C 1B <status>", () => {
-    // What a real unit sends: sentinels kept, LRC dropped.
+    // What a real unit sends: sentinels kept, LRC dropped; track 3 empty as `ESC +`.
     const answer = Buffer.concat([
       hex("1B 73 1B 01"),
       ascii(`%${TRACK1}?`),
       hex("1B 02"),
       ascii(`;${TRACK2}?`),
-      hex("1B 03"),
+      hex("1B 03 1B 2B"),
       hex("3F 1C"),
       hex("1B 30"),
     ]);
@@ -120,7 +122,7 @@ describe("device → host answers", () => {
     expect(replies).toEqual([
       {
         kind: "read",
-        tracks: { track1: `%${TRACK1}?`, track2: `;${TRACK2}?`, track3: "" },
+        tracks: { track1: dataTrack(`%${TRACK1}?`), track2: dataTrack(`;${TRACK2}?`), track3: EMPTY_TRACK },
         status: "OK",
       },
     ]);
@@ -134,7 +136,11 @@ describe("device → host answers", () => {
   it("a track 3 ending in its own end sentinel: the ? right before FS closes the block", () => {
     const answer = Buffer.concat([hex("1B 73 1B 01 1B 02 1B 03"), ascii(";0123?"), hex("3F 1C 1B 31")]);
     expect(parseAll(answer).replies).toEqual([
-      { kind: "read", tracks: { track1: "", track2: "", track3: ";0123?" }, status: "READ_WRITE_ERROR" },
+      {
+        kind: "read",
+        tracks: { track1: EMPTY_TRACK, track2: EMPTY_TRACK, track3: dataTrack(";0123?") },
+        status: "READ_WRITE_ERROR",
+      },
     ]);
   });
 
@@ -189,7 +195,11 @@ describe("device → host answers", () => {
 });
 
 describe("Msr206ReplyParser: incremental, resynchronising", () => {
-  const readAnswer = encodeReadAnswer({ track1: `%${TRACK1}?`, track2: `;${TRACK2}?` }, "OK");
+  // Track 3 absent: encoded as `ESC +`.
+  const readAnswer = encodeReadAnswer(
+    { track1: dataTrack(`%${TRACK1}?`), track2: dataTrack(`;${TRACK2}?`) },
+    "OK",
+  );
 
   it("gives the same frames whatever the cut: one byte at a time, 7 at a time, all at once", () => {
     const stream = Buffer.concat([hex("1B 79"), readAnswer, hex("1B 30 1B 68")]);
@@ -256,7 +266,9 @@ describe("Msr206ReplyParser: incremental, resynchronising", () => {
       return seed % n;
     };
     let maxBuffered = 0;
-    const alphabet = [0x1b, 0x73, 0x01, 0x02, 0x03, 0x3f, 0x1c, 0x30, 0x31, 0x79, 0x52, 0x45, 0x56, 0x41];
+    const alphabet = [
+      0x1b, 0x73, 0x01, 0x02, 0x03, 0x3f, 0x1c, 0x30, 0x31, 0x79, 0x52, 0x45, 0x56, 0x41, 0x2b, 0x2a,
+    ];
     for (let round = 0; round < 200; round++) {
       const parser = new Msr206ReplyParser();
       parser.expectModel = round % 2 === 0;

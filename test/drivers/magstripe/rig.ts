@@ -3,7 +3,7 @@ import { silentLogger } from "../../../agent/log/logger.js";
 import { ManualClock } from "../../../agent/util/clock.js";
 import { HidReassembler } from "../../../drivers/magstripe/hid-framing.js";
 import { Msr206CommandParser } from "../../../drivers/magstripe/msr206-command-parser.js";
-import { Msr206Encoder, type Msr206Timeouts } from "../../../drivers/magstripe/msr206-driver.js";
+import { Msr206Encoder, type Msr206EncoderOptions } from "../../../drivers/magstripe/msr206-driver.js";
 import { HidTransport } from "../../../drivers/transport/hid-transport.js";
 import { SerialTransport } from "../../../drivers/transport/serial-transport.js";
 import type { Transport } from "../../../drivers/transport/transport.js";
@@ -43,10 +43,16 @@ export interface MsrStack {
   wire(): Buffer;
 }
 
-export interface StackOptions {
-  device?: VirtualMsr206Options;
-  timeouts?: Partial<Msr206Timeouts>;
+/** What a test may set on the encoder. */
+export type EncoderTestOptions = Pick<
+  Msr206EncoderOptions,
+  "timeouts" | "swipeTimeoutMs" | "onSwipeRequest"
+> & {
   logger?: Logger;
+};
+
+export interface StackOptions extends EncoderTestOptions {
+  device?: VirtualMsr206Options;
 }
 
 /** Msr206Encoder → SerialTransport → SerialPortStream → VirtualSerialBinding → VirtualMsr206. */
@@ -86,12 +92,14 @@ export function stackFor(carrier: Carrier, options: StackOptions = {}): MsrStack
   return carrier === "serial" ? serialStack(options) : hidStack(options);
 }
 
-function encoderOn(transport: Transport, clock: ManualClock, options: StackOptions): Msr206Encoder {
+function encoderOn(transport: Transport, clock: ManualClock, options: EncoderTestOptions): Msr206Encoder {
   return new Msr206Encoder({
     transport,
     clock,
     logger: options.logger ?? silentLogger,
     ...(options.timeouts ? { timeouts: options.timeouts } : {}),
+    ...(options.swipeTimeoutMs === undefined ? {} : { swipeTimeoutMs: options.swipeTimeoutMs }),
+    ...(options.onSwipeRequest ? { onSwipeRequest: options.onSwipeRequest } : {}),
   });
 }
 
@@ -105,7 +113,8 @@ export function unframeHidWrites(writes: Buffer[]): Buffer {
 
 /**
  * A serial device that answers each command with the next scripted reply, for answers the
- * simulator never gives (status 9, a read that fails, noise in odd places).
+ * simulator never gives (status 9, a read that fails, noise in odd places, exact read-answer byte
+ * fixtures). It answers at once: the swipe is taken as done.
  */
 export class ScriptedMsr implements VirtualSerialDevice {
   private link: VirtualSerialLink | undefined;
@@ -135,10 +144,7 @@ export class ScriptedMsr implements VirtualSerialDevice {
   }
 }
 
-export function scriptedStack(
-  script: Array<Buffer | null>,
-  options: { timeouts?: Partial<Msr206Timeouts>; logger?: Logger } = {},
-) {
+export function scriptedStack(script: Array<Buffer | null>, options: EncoderTestOptions = {}) {
   const clock = new ManualClock();
   const binding = new VirtualSerialBinding();
   const device = new ScriptedMsr(script);

@@ -4,6 +4,9 @@ import { ManualClock } from "../../../agent/util/clock.js";
 import { encodeHidOutput, HidReassembler } from "../../../drivers/magstripe/hid-framing.js";
 import { formatTrack } from "../../../drivers/magstripe/iso7813.js";
 import {
+  BAD_TRACK,
+  dataTrack,
+  EMPTY_TRACK,
   encodeCommand,
   encodeWriteIso,
   type Msr206Reply,
@@ -12,7 +15,7 @@ import {
 import type { HidDeviceHandle } from "../../../drivers/transport/hid-transport.js";
 import { attachVirtualMsr206, VirtualMsr206 } from "../../../simulator/magstripe/index.js";
 import { VirtualSerialBinding, type VirtualSerialLink } from "../../../simulator/serial/virtual-binding.js";
-import { hex, settle } from "../../drivers/magstripe/rig.js";
+import { ascii, hex, settle } from "../../drivers/magstripe/rig.js";
 
 const TRACK1 = "B4111111111111111^DOE/JOHN^25121010000000000000";
 const TRACK2 = "4111111111111111=25121010000000000000";
@@ -54,7 +57,11 @@ describe("VirtualMsr206 on the serial side", () => {
     await settle(() => replies.length === 2);
     expect(replies).toEqual([
       { kind: "status", status: "OK" },
-      { kind: "read", tracks: { track1: `%${TRACK1}?`, track2: `;${TRACK2}?`, track3: "" }, status: "OK" },
+      {
+        kind: "read",
+        tracks: { track1: dataTrack(`%${TRACK1}?`), track2: dataTrack(`;${TRACK2}?`), track3: EMPTY_TRACK },
+        status: "OK",
+      },
     ]);
     expect(sim.stripeHashes()).toEqual({ 1: sha(TRACK1), 2: sha(TRACK2) });
     expect(formatTrack(2, TRACK2)).toMatch(/^;.*\?.$/);
@@ -80,12 +87,49 @@ describe("VirtualMsr206 on the serial side", () => {
     sim.receive(Buffer.concat([hex("1B 77 1B 73 1B 01 1B 02"), Buffer.from(";1?"), hex("1B 03 3F 1C")]));
     await settle(() => replies.length === 5);
     expect(replies).toEqual([
-      { kind: "read", tracks: { track1: "", track2: "", track3: "" }, status: "READ_WRITE_ERROR" },
+      {
+        kind: "read",
+        tracks: { track1: EMPTY_TRACK, track2: EMPTY_TRACK, track3: EMPTY_TRACK },
+        status: "READ_WRITE_ERROR",
+      },
       { kind: "status", status: "INVALID_COMMAND" },
       { kind: "status", status: "COMMAND_FORMAT_ERROR" },
       { kind: "test-ok" },
       { kind: "status", status: "COMMAND_FORMAT_ERROR" },
     ]);
+  });
+
+  it("a track-2-only card reads as ESC + for tracks 1 and 3, byte for byte", async () => {
+    const { sim, raw } = direct();
+    sim.receive(encodeWriteIso({ track2: TRACK2 }));
+    sim.receive(encodeCommand("readIso"));
+    const expected = Buffer.concat([
+      hex("1B 30"), // the write
+      hex("1B 73 1B 01 1B 2B 1B 02"), // track 1: ESC + (no data)
+      ascii(`;${TRACK2}?`),
+      hex("1B 03 1B 2B 3F 1C 1B 30"), // track 3: ESC +, then the block's end and status OK
+    ]);
+    await settle(() => raw().length >= expected.length);
+    expect(raw()).toEqual(expected);
+  });
+
+  it("bad-track fault: the write answers 0, the damaged track reads as ESC * with status 1 from then on", async () => {
+    const { sim, replies, raw } = direct();
+    sim.injectFault("bad-track", { track: 2 });
+    sim.receive(encodeWriteIso({ track1: TRACK1, track2: TRACK2 }));
+    sim.receive(encodeCommand("readIso"));
+    sim.receive(encodeCommand("readIso"));
+    await settle(() => replies.length === 3);
+    const read = {
+      kind: "read",
+      tracks: { track1: dataTrack(`%${TRACK1}?`), track2: BAD_TRACK, track3: EMPTY_TRACK },
+      status: "READ_WRITE_ERROR",
+    };
+    expect(replies).toEqual([{ kind: "status", status: "OK" }, read, read]);
+    expect(raw().includes(hex("1B 02 1B 2A 1B 03"))).toBe(true);
+    // Its hash is gone from the readable stripe; the record still says what was meant to be written.
+    expect(sim.stripeHashes()).toEqual({ 1: sha(TRACK1) });
+    expect(sim.record[0]!.tracks.map((t) => t.n)).toEqual([1, 2]);
   });
 
   it("garbage: the same seed gives the same noise, and it never contains ESC", async () => {
@@ -111,6 +155,90 @@ describe("VirtualMsr206 on the serial side", () => {
     expect(binding.isPlugged("/dev/ttyMSR9")).toBe(false);
     clock.advance(500);
     expect(binding.isPlugged("/dev/ttyMSR9")).toBe(true);
+  });
+});
+
+describe("VirtualMsr206 is hand-swipe", () => {
+  it("swipeAfterMs null: write, read and erase wait for swipe(); quick commands do not", async () => {
+    const clock = new ManualClock();
+    const { sim, replies } = direct({ clock, swipeAfterMs: null });
+    const wanted: string[] = [];
+    sim.on("awaiting-swipe", (op) => wanted.push(op));
+    expect(sim.swipe()).toBe(false); // nothing asked for a swipe: nothing happens
+    sim.receive(encodeWriteIso({ track2: TRACK2 }));
+    sim.receive(encodeCommand("readIso"));
+    await settle(undefined, 20);
+    clock.advance(3_600_000);
+    await settle(undefined, 20);
+    expect(replies).toEqual([]);
+    expect(sim.awaitingSwipe).toBe("write");
+    expect(sim.record).toHaveLength(0); // the stripe is untouched until the swipe
+    expect(sim.swipe()).toBe(true);
+    expect(replies).toEqual([{ kind: "status", status: "OK" }]);
+    expect(sim.record).toHaveLength(1);
+    await settle(() => sim.awaitingSwipe === "read");
+    sim.swipe();
+    await settle(() => replies.length === 2);
+    expect(replies[1]).toMatchObject({ kind: "read", status: "OK" });
+    sim.receive(Buffer.concat([hex("1B 63 02"), encodeCommand("test")]));
+    await settle(() => sim.awaitingSwipe === "erase");
+    expect(replies).toHaveLength(2); // the test waits behind the erase
+    sim.swipe();
+    await settle(() => replies.length === 4);
+    expect(replies.slice(2)).toEqual([{ kind: "status", status: "OK" }, { kind: "test-ok" }]);
+    expect(wanted).toEqual(["write", "read", "erase"]);
+    expect(sim.stripeHashes()).toEqual({});
+  });
+
+  it("swipeAfterMs: the simulated teller swipes that long after the command, on the clock", async () => {
+    const clock = new ManualClock();
+    const { sim, replies } = direct({ clock, swipeAfterMs: 8_000 });
+    sim.receive(encodeWriteIso({ track2: TRACK2 }));
+    await settle(() => sim.awaitingSwipe === "write");
+    clock.advance(7_999);
+    await settle(undefined, 10);
+    expect(replies).toEqual([]);
+    clock.advance(1);
+    expect(replies).toEqual([{ kind: "status", status: "OK" }]);
+    expect(sim.awaitingSwipe).toBeUndefined();
+  });
+
+  it("a reset drops the command waiting for a swipe: it is never answered, the stripe is untouched", async () => {
+    const clock = new ManualClock();
+    const { sim, replies } = direct({ clock, swipeAfterMs: 5_000 });
+    sim.receive(encodeWriteIso({ track2: TRACK2 }));
+    await settle(() => sim.awaitingSwipe === "write");
+    sim.receive(hex("1B 61 1B 65")); // what the driver sends after a timeout
+    await settle(() => replies.length === 1);
+    expect(replies).toEqual([{ kind: "test-ok" }]);
+    expect(sim.awaitingSwipe).toBeUndefined();
+    clock.advance(5_000); // the old swipe timer finds nothing to swipe
+    await settle(undefined, 10);
+    expect(replies).toHaveLength(1);
+    expect(sim.record).toHaveLength(0);
+  });
+
+  it("an unplug drops the command waiting for a swipe; after replug the unit answers again", async () => {
+    const { sim, replies } = direct({ swipeAfterMs: null });
+    sim.receive(encodeCommand("readIso"));
+    await settle(() => sim.awaitingSwipe === "read");
+    sim.unplug();
+    expect(sim.awaitingSwipe).toBeUndefined();
+    expect(sim.swipe()).toBe(false);
+    sim.replug();
+    sim.receive(encodeCommand("test"));
+    await settle(() => replies.length === 1);
+    expect(replies).toEqual([{ kind: "test-ok" }]);
+  });
+
+  it("timeout fault: the write is swallowed, it does not even wait for a swipe", async () => {
+    const { sim, replies } = direct({ swipeAfterMs: null });
+    sim.injectFault("timeout");
+    sim.receive(encodeWriteIso({ track2: TRACK2 }));
+    sim.receive(encodeCommand("test"));
+    await settle(() => replies.length === 1);
+    expect(replies).toEqual([{ kind: "test-ok" }]);
+    expect(sim.awaitingSwipe).toBeUndefined();
   });
 });
 
