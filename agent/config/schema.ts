@@ -85,7 +85,7 @@ export const ConfigSchema = z.strictObject({
       /** Silence that ends a reply sent without a terminator. */
       replyIdleGapMs: z.number().int().min(5).max(2_000).default(50),
       /** How often the mouth sensor is read while a presented card waits to be taken. */
-      takePollMs: z.number().int().min(20).max(5_000).default(200),
+      takePollMs: z.number().int().min(20).max(5_000).default(100),
       /** How often a stopped printer's status is read to notice that the condition cleared. */
       statusPollMs: z.number().int().min(10).max(60_000).default(2_000),
       /** Re-open backoff after the link disappeared (cable pulled, USB reset, printer off). */

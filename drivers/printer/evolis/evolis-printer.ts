@@ -55,7 +55,7 @@ export interface EvolisPrinterOptions {
   timeouts?: Partial<EvolisTimeouts>;
   /** Silence that ends a reply with no terminator (ReplyReader). Default 50 ms. */
   replyIdleGapMs?: number;
-  /** How often the mouth sensor is read while a presented card waits to be taken. Default 200 ms. */
+  /** How often the mouth sensor is read while a presented card waits to be taken. Default 100 ms. */
   takePollMs?: number;
   /** Ribbon panels left at or below which the status carries RIBBON_LOW (kiosk driver: 20). */
   ribbonLowPanels?: number;
@@ -139,7 +139,7 @@ export class EvolisPrinter implements CardPrinter {
     this.device = options.device ?? "printer";
     this.log = options.logger.child({ device: this.device });
     this.timeouts = { ...DEFAULT_EVOLIS_TIMEOUTS, ...options.timeouts };
-    this.takePollMs = options.takePollMs ?? 200;
+    this.takePollMs = options.takePollMs ?? 100;
     this.ribbonLowPanels = options.ribbonLowPanels ?? 20;
     this.reader = new ReplyReader({
       clock: options.clock,
