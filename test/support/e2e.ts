@@ -50,6 +50,8 @@ export interface RigOptions {
   chip?: AgentDependencies["chip"];
   /** Simulated printer latencies (default: answer on the next turn). */
   latency?: { commandMs?: number; printMs?: number; magMs?: number };
+  /** Keep the host's bytes to the printer: `binding.takeRecording(PRINTER_PATH)`. */
+  recordWire?: boolean;
 }
 
 /**
@@ -68,6 +70,7 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
     ...(options.clock ? { clock: options.clock } : {}),
     takeAfterMs: options.takeAfterMs === undefined ? 0 : options.takeAfterMs,
     ...(options.latency ? { latency: { commandMs: 0, printMs: 0, magMs: 0, ...options.latency } } : {}),
+    ...(options.recordWire ? { record: true } : {}),
   });
   const card = new VirtualCard();
   const config = parseConfig({
