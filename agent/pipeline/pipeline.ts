@@ -226,7 +226,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         log.info("card taken by the cardholder");
         return;
       }
-      log.warn({ collectTimeoutSec: timeoutSec }, "card not taken in time; retracting to the capture bin");
+      log.warn({ collectTimeoutSec: timeoutSec }, "card not taken in time; capturing it");
       await this.retractFromMouth(id, REASONS.CB_TIME, log);
     } catch (err) {
       if (err instanceof ShutdownRequested && state === "PRESENTED") {
@@ -269,7 +269,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         supervisor.jobEnded();
         return;
       }
-      log.error({ err }, "retract to the capture bin failed; the card may still be in the mouth");
+      log.error({ err }, "capturing the untaken card failed; it may still be in the mouth");
       this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
       await supervisor.afterFailure(err);
       return;

@@ -5,7 +5,7 @@ import type { DeviceFault } from "../../drivers/device-fault.js";
  * per keyword, the device signal behind it, and the test that proves it.
  */
 export const REASONS = {
-  /** Presented, not taken within collectTimeoutSec, retracted into the capture bin. */
+  /** Presented, not taken within collectTimeoutSec, captured (the capture bin, or an Evolis's reject box). */
   CB_TIME: "CB_TIME",
   /** The agent stopped (crash, power loss) while the card was in production; never re-run. */
   INTERRUPTED: "INTERRUPTED",

@@ -46,7 +46,7 @@ type Job = Record<string, unknown> & { operationId: string };
 /**
  * Figures 1–3. The agent runs in bench/agent-child.ts with zero-latency virtual printers; D1 is the
  * bench D1 in this process, so D1's work never sits on the agent's event loop and timestamps are
- * taken where D1 would take them. The bare reference is a second PrinterDriver inside the agent's
+ * taken where D1 would take them. The bare reference is a second EvolisPrinter inside the agent's
  * process, on its own virtual printer and the same transport stack, running the pipeline's command
  * sequence for the same job, with no store, pipeline or D1 around it.
  */
@@ -216,7 +216,7 @@ export async function perCardFigures(o: PerCardOptions): Promise<Figure[]> {
           baseline_db_bytes: round(wireRaw, 0),
         }),
         figure("wire_ratio_to_uncompressed_pct", (wireAgent / wireRaw) * 100, "%", atMost(5), {
-          baseline: "same PrinterDriver sequence with each bitmap sent as plain Db (82 296 bytes a side)",
+          baseline: "same EvolisPrinter sequence with each panel sent as plain Db (82 296 bytes a side)",
         }),
         figure("wire_ms_per_card_115200", (wireAgent / BAUD_BYTES_PER_S) * 1000, "ms", info(), {
           baseline_db_ms: round((wireRaw / BAUD_BYTES_PER_S) * 1000, 0),

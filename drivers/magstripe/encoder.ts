@@ -3,7 +3,7 @@ import { isEncodableTrack, type TrackNumber } from "./iso7813.js";
 
 /**
  * What the production pipeline needs from a magnetic stripe encoder, whichever device does it: the
- * printer's built-in encoder (`PrinterDriver.encodeMagstripe`) or a separate MSR206-family unit
+ * printer's built-in encoder (`CardPrinter.encodeMagstripe`) or a separate MSR206-family unit
  * (`Msr206Encoder`, over serial or USB HID). Both write the tracks, read them back and compare.
  */
 
@@ -28,7 +28,7 @@ export interface MagstripeEncoder {
 /** Which encoder a kiosk uses: the printer's own, or a separate MSR206 / MSR605X. */
 export type MagstripeEncoderKind = "printer" | "msr206-hid" | "msr206-serial";
 
-/** The part of `PrinterDriver` the adapter needs; structural, so this module imports no printer code. */
+/** The part of `CardPrinter` the adapter needs; structural, so this module imports no printer code. */
 export interface PrinterWithEncoder {
   encodeMagstripe(tracks: MagstripeTracks, coercivity: Coercivity): Promise<void>;
 }

@@ -16,6 +16,8 @@ const CASES: Array<[PrinterFaultName, string]> = [
   ["card-jam", "CARD_JAM"],
   ["mag-write", "MAG_WRITE"],
   ["mag-verify", "MAG_VERIFY"],
+  ["needs-cleaning", "CLEANING_REQUIRED"],
+  ["unknown-error", "PRINTER_ERROR"],
   ["timeout", "DEVICE_TIMEOUT"],
   ["garbage", "PROTOCOL_ERROR"],
   ["unplug", "DEVICE_DISCONNECTED"],
@@ -83,6 +85,40 @@ describe("printer faults end the affected card with the catalogue's reason, then
   it("slow: a slow printer still produces every card", async () => {
     rig = await startRig({ latency: { commandMs: 1, printMs: 5 } });
     rig.printer.injectFault("slow", { count: 2, factor: 5 });
+    const outcomes = await runThree(rig);
+    expect(outcomes.map((o) => o.status)).toEqual(["CARD_PROD_DONE", "CARD_PROD_DONE", "CARD_PROD_DONE"]);
+  });
+
+  it("a printer switched off and on behind its serial line gets the kiosk settings back before the next card", async () => {
+    rig = await startRig({ takeAfterMs: null });
+    const settingsAtTake: string[] = [];
+    rig.printer.on("card-presented", () => setImmediate(() => rig!.printer.takeCardNow()));
+    rig.printer.on("card-taken", () => settingsAtTake.push(rig!.printer.state.settings.bezelAction));
+    const produce = async () => {
+      const j = job();
+      await rig!.emulator.push(j, { station: STATION });
+      await rig!.emulator.waitFor(() => rig!.emulator.terminalCount(j.operationId as string) > 0, 10_000);
+      return rig!.emulator.latest(j.operationId as string)?.details.status;
+    };
+    expect(await produce()).toBe("CARD_PROD_DONE");
+    // Off and on between cards: the serial line never dropped, so the agent saw nothing.
+    rig.printer.powerCycle();
+    expect(rig.printer.state.settings.bezelAction).toBe("R");
+    expect(await produce()).toBe("CARD_PROD_DONE");
+    // Each card was presented with the agent's settings: the printer would never take one away by itself.
+    expect(settingsAtTake).toEqual(["D", "D"]);
+    expect(rig.printer.state.settings).toMatchObject({
+      errorMode: 2,
+      ejectAfterPrint: false,
+      bezelAction: "D",
+    });
+  });
+
+  it("spurious OK answers to the ribbon read are retried, not taken for a missing ribbon", async () => {
+    rig = await startRig();
+    rig.printer.injectFault("spurious-ok", { count: 2 });
+    const statusRead = await rig.agent.printer.readStatus();
+    expect(statusRead.stopReasons).toEqual([]);
     const outcomes = await runThree(rig);
     expect(outcomes.map((o) => o.status)).toEqual(["CARD_PROD_DONE", "CARD_PROD_DONE", "CARD_PROD_DONE"]);
   });
