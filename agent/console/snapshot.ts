@@ -160,6 +160,7 @@ export class SnapshotSource {
       name: "printer",
       kind: "printer",
       path: describeLink(agent.config.printer),
+      ...(agent.printer.identity ? { identity: agent.printer.identity } : {}),
       state: s.state,
       since: s.since,
       ...(s.reason !== undefined ? { reason: s.reason } : {}),

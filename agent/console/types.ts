@@ -14,8 +14,10 @@ export type DeviceState = PrinterState;
 export interface DeviceStatus {
   name: string;
   kind: "printer";
-  /** The serial port path from the configuration. */
+  /** The link from the configuration: `usb:/dev/usb/lp0`, `tcp:10.0.0.5:9100`, `serial:/dev/ttyUSB0`. */
   path: string;
+  /** What the printer said about itself at the last open (model, serial number, firmware). */
+  identity?: { model?: string; serial?: string; firmware?: string };
   state: DeviceState;
   /** Why it is stopped or offline: a reason keyword (docs/reasons.md), e.g. CARD_JAM. */
   reason?: string;

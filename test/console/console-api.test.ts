@@ -105,6 +105,7 @@ describe("local console API", () => {
         kind: "printer",
         path: "serial:/dev/ttyVIRT0",
         state: "idle",
+        identity: { model: "Evolis KC200B (simulated)", serial: "SIM0000001", firmware: "SIM-1.0" },
       }),
     ]);
     expect(s.queue.counts.DONE).toBe(1);
