@@ -65,7 +65,7 @@ export function assembleAgent(o: AssembleOptions): Assembled {
   const printer = attachVirtualPrinter(binding, AGENT_PORT, {
     takeAfterMs: o.takeAfterMs,
     feederCards: o.feederEmpty ? 0 : BIG,
-    ribbonPanels: 999_999, // `Rrt;count` answers at most 6 digits
+    ribbonPanels: 999_999,
     rejectBoxCapacity: BIG,
     // Long runs: the simulator's record of each card (both panels) is its memory, not the agent's.
     keepRecords: 0,
@@ -74,7 +74,7 @@ export function assembleAgent(o: AssembleOptions): Assembled {
     ? attachVirtualPrinter(binding, BARE_PORT, {
         takeAfterMs: o.takeAfterMs,
         feederCards: BIG,
-        ribbonPanels: 999_999, // `Rrt;count` answers at most 6 digits
+        ribbonPanels: 999_999,
         rejectBoxCapacity: BIG,
         keepRecords: 0,
       })
