@@ -33,8 +33,9 @@ checks D1's record and the printer's card record. docs/crash-harness.md explains
   --verbose       one progress line per kill on stderr
   --lenient       fail only on lost / duplicateCards / orderViolations; by default the run also
                   fails on outcome or cancel mismatches (a status that contradicts where the card
-                  went), unmatched cards, protocol violations, events left in the outbox, an agent
-                  that exited or did not start by itself
+                  went), unmatched cards, protocol violations, events left in the outbox, jobs
+                  left open, a card left in the printer, an agent that did not stop cleanly, exited
+                  or did not start by itself
   --standby N     agents loading ahead while the current one runs (default 2)
 
 The last line of stdout is one JSON object; exit code 1 if lost, duplicateCards or orderViolations
@@ -87,47 +88,84 @@ const TARGET_WEIGHTS: Readonly<Record<Target, number>> = {
   startup: 4,
 };
 
-/** Printer commands that mark each target, and how many of them a kill may wait for. */
-const COMMAND_TARGETS: Partial<Record<Target, { commands: readonly string[]; span: number }>> = {
-  insert: { commands: ["Si"], span: 2 },
-  print: { commands: ["Pneab;A;0", "Pr;k", "Ss", "Sr", "Dbc", "Sv", "Se"], span: 8 },
-  encode: {
-    commands: ["Pmc;h", "Pmc;l", "Dm", "Smw", "Smr;1", "Smr;2", "Smr;3", "Rmb;1", "Rmb;2", "Rmb;3"],
-    span: 6,
+/**
+ * Where the running agent is, as far as its printer commands alone tell. `Rse;b`, `Sib`, `Ser`,
+ * `Rlr;p` and the start-up settings are each sent in more than one place (status reads, recovery,
+ * rejects, the open and, behind a serial link, before every `Si`), so a command name alone does not
+ * say which step sent it.
+ */
+interface CommandContext {
+  /** The agent has opened the printer: its identity reads (`Rtp Rsn Rfv`) came after the settings. */
+  opened: boolean;
+  /**
+   * Before this command: `presented` right after `Se>mouth`; `collect` once presentCard's `Rlr;p`
+   * followed and while only `Rse;b` (the take poll) follows; `capture` right after a `Sib` sent from
+   * there (the capture of an untaken card: `Rse;b`, `Sib`, `Ser`); `other` otherwise.
+   */
+  flow: "other" | "presented" | "collect" | "capture";
+}
+
+/** The print step (`printSides`): `Pneab;A;0 Pr;k Ss`, `Sr Dbc`, `Sv Dbc`, `Se`. */
+const PRINT_COMMANDS: ReadonlySet<string> = new Set([
+  "Pneab;A;0",
+  "Pr;k",
+  "Ss",
+  "Sr",
+  "Sv",
+  "Db",
+  "Dbc",
+  "Se",
+]);
+/** The encode step: `Pmc`, `Dm` per track, `Smw`, per track `Smr;n` (+ `Rmb;n`). */
+const ENCODE_COMMANDS: ReadonlySet<string> = new Set([
+  "Pmc;h",
+  "Pmc;l",
+  "Dm",
+  "Smw",
+  "Smr;1",
+  "Smr;2",
+  "Smr;3",
+  "Rmb;1",
+  "Rmb;2",
+  "Rmb;3",
+]);
+
+/**
+ * Printer commands that mark each target, and how many of them a kill may wait for: the kill comes
+ * after the n-th command that counts, n drawn from 1..span. The sample jobs print both sides and
+ * write tracks 1 and 2, so print and encode have 8 commands each.
+ */
+const COMMAND_TARGETS: Partial<
+  Record<Target, { counts: (name: string, context: CommandContext) => boolean; span: number }>
+> = {
+  // The last start-up setting re-sent before the card (serial link; PRODUCING, no card yet), then
+  // `Si`; for the first and the second job of the batch.
+  insert: { counts: (name, c) => c.opened && (name === "Pbc;A;D" || name === "Si"), span: 4 },
+  print: { counts: (name) => PRINT_COMMANDS.has(name), span: 8 },
+  encode: { counts: (name) => ENCODE_COMMANDS.has(name), span: 8 },
+  present: {
+    counts: (name, c) =>
+      name === "Pneab;A;1" || name === "Se>mouth" || (name === "Rlr;p" && c.flow === "presented"),
+    span: 3,
   },
-  present: { commands: ["Pneab;A;1", "Se>mouth"], span: 2 },
-  collect: { commands: ["Rse;b"], span: 2 },
-  retract: { commands: ["Sib"], span: 2 },
-  recovery: { commands: ["Rlr;p", "Rse;b", "Rse;o", "Rse;f", "Rrt;count", "Sib", "Ser"], span: 5 },
+  // The take poll: the first read usually still sees the card, the second usually the empty mouth.
+  collect: { counts: (name, c) => name === "Rse;b" && c.flow === "collect", span: 2 },
+  // The capture of an untaken card (CB_TIME): `Sib` (back inside), `Ser` (into the reject box).
+  retract: {
+    counts: (name, c) => (name === "Sib" && c.flow === "collect") || (name === "Ser" && c.flow === "capture"),
+    span: 2,
+  },
+  // Any command after the open: recovery's status read (9 reads), then its `Ser`, or the capture
+  // `Rse;b Sib Ser` of a card left in the mouth, and its commit.
+  recovery: { counts: (_name, c) => c.opened, span: 12 },
 };
 
-/** The simulator's command log (`name;params`, `Se>mouth`) → the pipeline step it belongs to. */
-const STEP_OF_COMMAND: Record<string, string> = {
+/** A command of a job still in PRODUCING → the pipeline step that sends it. */
+const PRODUCING_STEP_OF_COMMAND: Readonly<Record<string, string>> = {
   Si: "insert",
   Sis: "chip",
-  "Pneab;A;0": "print",
-  "Pr;k": "print",
-  Ss: "print",
-  Sr: "print",
-  Sv: "print",
-  Db: "print",
-  Dbc: "print",
-  Se: "print",
-  "Pmc;h": "encode",
-  "Pmc;l": "encode",
-  Dm: "encode",
-  Smw: "encode",
-  "Smr;1": "encode",
-  "Smr;2": "encode",
-  "Smr;3": "encode",
-  "Rmb;1": "encode",
-  "Rmb;2": "encode",
-  "Rmb;3": "encode",
-  "Pneab;A;1": "present",
-  "Se>mouth": "present",
-  "Rse;b": "collect",
-  Sib: "retract",
-  Ser: "reject",
+  ...Object.fromEntries([...PRINT_COMMANDS].map((c) => [c, "print"])),
+  ...Object.fromEntries([...ENCODE_COMMANDS].map((c) => [c, "encode"])),
 };
 
 interface HarnessOptions {
@@ -150,7 +188,7 @@ interface KillRecord {
 }
 
 interface StoreSnapshot {
-  inProduction?: { operationId: string; state: string };
+  inProduction?: { operationId: string; state: string; retractReason: string | null };
   unacked: number;
   open: number;
 }
@@ -200,7 +238,12 @@ class CrashRun {
   /** printer.commandLog entries already looked at, and those sent since the current agent started. */
   private commandsSeen = 0;
   private agentFirstCommand = 0;
-  private readonly commandWatchers = new Set<(name: string) => void>();
+  private context: CommandContext = { opened: false, flow: "other" };
+  /** Bytes the agents sent the printer, in all, and as of the printer's latest command. */
+  private hostBytes = 0;
+  private hostBytesAtLastCommand = 0;
+  private lastCommandAt = Date.now();
+  private readonly commandWatchers = new Set<(name: string, context: CommandContext) => void>();
 
   private readonly counters = {
     duplicatePushes: 0,
@@ -234,6 +277,10 @@ class CrashRun {
       takeAfterMs: null,
       feederCards: 1_000_000,
       rejectBoxCapacity: 1_000_000,
+      // Every card and every command of the run, however long: the checks read the whole card
+      // record, the kill triggers the whole command log (default: the last 1000 cards, 10 000
+      // commands, which a 200-iteration run exceeds). About 160 KB a printed card.
+      keepRecords: 1_000_000,
       latency: this.latency,
       seed: options.seed,
     });
@@ -249,7 +296,10 @@ class CrashRun {
     const { url } = await this.emulator.start();
     this.pty = await PtyDevice.start(this.printer, {
       linkPath: join(this.dir, "ttyPRINTER"),
-      onHostBytes: () => this.scanCommands(),
+      onHostBytes: (bytes) => {
+        this.hostBytes += bytes.length;
+        this.scanCommands();
+      },
       // A reply lets the printer take the next queued command, which it does right after sending.
       onDeviceBytes: () => queueMicrotask(() => this.scanCommands()),
     });
@@ -267,6 +317,7 @@ class CrashRun {
       printer: {
         path: this.pty.path,
         timeouts: { defaultMs: 2_000, printMs: 5_000, magMs: 3_000 },
+        takePollMs: 100,
         statusPollMs: 100,
         reopen: { initialMs: 50, maxMs: 500 },
       },
@@ -288,6 +339,7 @@ class CrashRun {
       }
     }
     const drain = await this.drain();
+    this.scanCommands();
     const verdict = this.verdict();
     const killsByStep: Record<string, number> = {};
     const killsByTrigger: Record<string, number> = {};
@@ -300,6 +352,8 @@ class CrashRun {
       JSON.stringify(this.printer.cardsForRecord(), null, 2),
     );
     writeFileSync(join(this.dir, "kills.json"), JSON.stringify(this.kills, null, 2));
+    // Names and parameters only: the simulator logs Dm, Db and Dbc without their data.
+    writeFileSync(join(this.dir, "printer-commands.log"), `${this.printer.commandLog.join("\n")}\n`);
     writeFileSync(join(this.dir, "verdict.json"), JSON.stringify(verdict, null, 2));
     for (const [kind, list] of Object.entries(verdict.examples)) {
       for (const line of list.slice(0, 5)) progress(`  ${kind}: ${line}`);
@@ -330,6 +384,9 @@ class CrashRun {
       cards: verdict.cards,
       ...this.counters,
       duplicateEvents: this.emulator.stats.duplicateEvents,
+      printerCommands: this.printer.commandLog.length,
+      // Bytes sent after the printer's last command: 0 unless a frame was left unfinished.
+      printerSilentBytes: this.hostBytes - this.hostBytesAtLastCommand,
       seconds: Math.round((Date.now() - started) / 100) / 10,
     };
   }
@@ -382,9 +439,15 @@ class CrashRun {
       killed = resolve;
     });
     let fired = false;
+    let wasRunning = true;
+    let killMs = 0;
     const fire = (trigger: string): void => {
       if (fired) return;
       fired = true;
+      // SIGKILL at once, whatever the iteration is awaiting (a hello, a push answer).
+      wasRunning = agent.running;
+      killMs = Date.now() - agent.startedAt;
+      if (wasRunning) agent.child.kill("SIGKILL");
       killed?.(trigger);
     };
     const timers: NodeJS.Timeout[] = [];
@@ -396,13 +459,21 @@ class CrashRun {
     if (target === "startup") {
       after(startupAt, () => fire("startup"));
     } else {
-      const hello = await this.waitForHello(agent, 15_000).catch(() => false as const);
-      if (hello === false) {
+      // Recovery runs as soon as the printer is open, which may be before the hello reaches D1.
+      if (target === "recovery") this.armTrigger(target, nth, delayFraction, fire, after, cleanups, randomAt);
+      const hello = await this.waitForHello(agent, 15_000).then(
+        () => true,
+        () => false,
+      );
+      if (fired) {
+        // Killed inside recovery before the hello: nothing is pushed this time.
+      } else if (!hello) {
         this.counters.startFailures++;
         progress(`  iteration ${n}: the agent did not connect (see ${this.stdioFile})`);
         fire("no-hello");
       } else {
-        this.armTrigger(target, nth, delayFraction, fire, after, cleanups, randomAt);
+        if (target !== "recovery")
+          this.armTrigger(target, nth, delayFraction, fire, after, cleanups, randomAt);
         if (dropAt !== undefined) {
           after(dropAt, () => {
             if (!fired && this.emulator.connectedStations().length > 0) {
@@ -430,16 +501,17 @@ class CrashRun {
     const timing = {
       waitedForStandbyMs: agent.startedAt - iterationStart,
       helloMs: this.helloAt >= agent.startedAt ? this.helloAt - agent.startedAt : undefined,
-      killMs: Date.now() - agent.startedAt,
+      killMs,
     };
     for (const t of timers) clearTimeout(t);
     for (const c of cleanups) c();
-    if (await agent.kill()) {
+    await agent.kill();
+    const { code, signal } = await agent.exited;
+    if (wasRunning && signal === "SIGKILL") {
       this.recordKill(n, trigger, timing);
     } else {
       // Not a kill: the agent ended on its own, which a service must never do.
       this.counters.agentExits++;
-      const { code, signal } = await agent.exited;
       progress(`  iteration ${n}: the agent exited by itself (${signal ?? code}); see ${this.stdioFile}`);
     }
   }
@@ -455,7 +527,9 @@ class CrashRun {
       if (this.standbys.length === 0) this.spawnStandby();
       const agent = this.standbys.shift()!;
       if (more) while (this.standbys.length < this.options.standby) this.spawnStandby();
-      this.agentFirstCommand = this.printer.commandLog.length;
+      this.scanCommands();
+      this.agentFirstCommand = this.commandsSeen;
+      this.context = { opened: false, flow: "other" };
       this.agent = agent;
       if (await agent.release(this.configText)) return agent;
       this.counters.startFailures++;
@@ -504,8 +578,8 @@ class CrashRun {
     const commandTarget = COMMAND_TARGETS[target];
     if (commandTarget) {
       let count = 0;
-      const watcher = (name: string): void => {
-        if (!commandTarget.commands.includes(name)) return;
+      const watcher = (name: string, context: CommandContext): void => {
+        if (!commandTarget.counts(name, context)) return;
         count++;
         if (count !== nth) return;
         // From just after the command reached the printer to just after its reply left: the agent
@@ -531,6 +605,7 @@ class CrashRun {
     if (target === "random") after(randomAt, () => fire("random"));
   }
 
+  /** How long the simulator takes to answer `command` (as logged: `Se` prints, `Se>mouth` presents). */
   private latencyOf(command: string): number {
     const l = this.latency;
     if (command === "Se") return l.printMs;
@@ -646,26 +721,34 @@ class CrashRun {
 
   private scanCommands(): void {
     const log = this.printer.commandLog;
+    if (this.commandsSeen < log.length) {
+      this.hostBytesAtLastCommand = this.hostBytes;
+      this.lastCommandAt = Date.now();
+    }
     while (this.commandsSeen < log.length) {
       const name = log[this.commandsSeen++]!;
-      for (const w of [...this.commandWatchers]) w(name);
+      const context = this.context;
+      this.context = nextContext(context, name);
+      for (const w of [...this.commandWatchers]) w(name, context);
     }
   }
 
   private recordKill(iteration: number, trigger: string, timing: KillRecord["timing"]): void {
     const snap = this.snapshot();
+    this.scanCommands();
     const commands = this.printer.commandLog.slice(this.agentFirstCommand);
-    const pipelineCommands = commands.filter((c) => STEP_OF_COMMAND[c] !== undefined);
-    const last = pipelineCommands.at(-1);
+    const last = commands.at(-1);
     const inProd = snap?.inProduction;
     let step: string;
     if (!snap) step = commands.length === 0 ? "startup" : "unknown";
-    else if (inProd && inProd.operationId === this.previousInProduction && pipelineCommands.length === 0)
-      step = "recovery";
-    else if (inProd?.state === "PRODUCING")
-      step = last === undefined || STEP_OF_COMMAND[last] === "collect" ? "insert" : STEP_OF_COMMAND[last]!;
+    // Recovery ends every job it finds before the pipeline may take a card: still there, it was cut.
+    else if (inProd && inProd.operationId === this.previousInProduction) step = "recovery";
+    // Nothing but pipeline commands is sent in PRODUCING: anything else (the start-up settings before
+    // `Si`, the previous card's last commands, status reads) means the card was not fed yet.
+    else if (inProd?.state === "PRODUCING") step = PRODUCING_STEP_OF_COMMAND[last ?? ""] ?? "insert";
+    // A capture is recorded before its first command (`Rse;b Sib Ser`); `Rse;b` otherwise is the take poll.
     else if (inProd?.state === "PRESENTED")
-      step = last === "Sib" || last === "Ser" ? "retract" : last === "Rse;b" ? "collect" : "present";
+      step = inProd.retractReason ? "retract" : last === "Rse;b" ? "collect" : "present";
     else if (commands.length === 0) step = "startup";
     else step = "between-jobs";
     if (inProd) {
@@ -677,7 +760,7 @@ class CrashRun {
     this.kills.push(record);
     if (this.options.verbose) {
       progress(
-        `  #${iteration} kill (${trigger}) in ${step}${inProd ? ` ${inProd.state} ${inProd.operationId.slice(0, 8)}` : ""}, ${record.unackedEvents} unacked, printer ${this.printer.state.position}, ${timing.killMs} ms after start (hello ${timing.helloMs ?? "-"} ms, standby wait ${timing.waitedForStandbyMs} ms)`,
+        `  #${iteration} kill (${trigger}) in ${step}${inProd ? ` ${inProd.state} ${inProd.operationId.slice(0, 8)}` : ""}, ${record.unackedEvents} unacked, printer ${this.printer.state.position} after ${last ?? "no command"}, ${timing.killMs} ms after start (hello ${timing.helloMs ?? "-"} ms, standby wait ${timing.waitedForStandbyMs} ms)`,
       );
     }
   }
@@ -689,9 +772,9 @@ class CrashRun {
       db = new Database(this.dbFile, { readonly: true, fileMustExist: true });
       const prod = db
         .prepare(
-          "SELECT operation_id AS operationId, state FROM jobs WHERE state IN ('PRODUCING','PRESENTED') ORDER BY queue_seq LIMIT 1",
+          "SELECT operation_id AS operationId, state, retract_reason AS retractReason FROM jobs WHERE state IN ('PRODUCING','PRESENTED') ORDER BY queue_seq LIMIT 1",
         )
-        .get() as { operationId: string; state: string } | undefined;
+        .get() as StoreSnapshot["inProduction"];
       const unacked = (
         db.prepare("SELECT COUNT(*) AS n FROM events WHERE acked_at IS NULL").get() as { n: number }
       ).n;
@@ -735,6 +818,13 @@ class CrashRun {
         progress(
           `  drain timed out: ${unanswered.length} unanswered pushes, ${open.length} accepted jobs without a terminal status, ${snap?.unacked ?? "?"} events unacked`,
         );
+        this.scanCommands();
+        const silent = this.hostBytes - this.hostBytesAtLastCommand;
+        if (silent > 0) {
+          progress(
+            `  the printer made no command of the last ${silent} bytes the agents sent (its last command, ${this.printer.commandLog.at(-1) ?? "none"}, came ${((Date.now() - this.lastCommandAt) / 1000).toFixed(1)} s ago): a frame cut by a kill may still hold its parser`,
+          );
+        }
         break;
       }
       await sleep(200);
@@ -786,6 +876,22 @@ class CrashRun {
   }
 }
 
+/** The context after `name`, given the one before it (CommandContext). */
+function nextContext(before: CommandContext, name: string): CommandContext {
+  const opened = before.opened || name === "Rfv";
+  const flow: CommandContext["flow"] =
+    name === "Se>mouth"
+      ? "presented"
+      : name === "Rlr;p" && before.flow === "presented"
+        ? "collect"
+        : name === "Rse;b" && before.flow === "collect"
+          ? "collect"
+          : name === "Sib" && before.flow === "collect"
+            ? "capture"
+            : "other";
+  return { opened, flow };
+}
+
 function sha256(data: string | Buffer): string {
   return createHash("sha256")
     .update(typeof data === "string" ? Buffer.from(data, "latin1") : data)
@@ -821,6 +927,9 @@ async function runHarness(options: HarnessOptions): Promise<{ summary: Summary; 
     summary["unmatchedCards"] !== 0 ||
     summary["protocolViolations"] !== 0 ||
     summary["outboxLeft"] !== 0 ||
+    summary["openJobsLeft"] !== 0 ||
+    summary["strandedCards"] !== 0 ||
+    summary["cleanStop"] !== true ||
     summary["agentExits"] !== 0 ||
     summary["startFailures"] !== 0;
   const failed =
