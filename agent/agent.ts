@@ -130,6 +130,7 @@ export class KioskAgent {
       logger: this.log,
       pollMs: config.printer.statusPollMs,
       reopen: config.printer.reopen,
+      resyncFirstOpen: this.store.jobsIn(["PRODUCING", "PRESENTED"]).length > 0,
       onFirstOpen: () =>
         recoverInterruptedJobs({
           store: this.store,

@@ -48,6 +48,11 @@ export interface PrinterSupervisorOptions {
    * recovery must see where a card was left before the supervisor tidies it away.
    */
   onFirstOpen?: () => Promise<void>;
+  /**
+   * The previous run ended with a card in production (the store says so): it may have died in the
+   * middle of a printer command, so the first open brings the printer back to a command boundary.
+   */
+  resyncFirstOpen?: boolean;
 }
 
 /**
@@ -63,12 +68,14 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
   private waiters = new Set<() => void>();
   private recovering: Promise<void> | undefined;
   private firstOpen: (() => Promise<void>) | undefined;
+  private resyncOnOpen: boolean;
 
   constructor(private readonly options: PrinterSupervisorOptions) {
     super();
     this.log = options.logger.child({ component: "printer-supervisor" });
     this.backoff = new Backoff(options.reopen);
     this.firstOpen = options.onFirstOpen;
+    this.resyncOnOpen = options.resyncFirstOpen ?? false;
     this.snapshot = { state: "connecting", since: this.isoNow() };
     options.printer.onDisconnect(() => {
       if (!this.running) return;
@@ -160,7 +167,10 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     const { printer, clock } = this.options;
     while (this.running) {
       try {
-        if (!printer.isOpen) await printer.open();
+        if (!printer.isOpen) {
+          await printer.open(this.resyncOnOpen ? { resync: true } : {});
+          this.resyncOnOpen = false;
+        }
         if (this.firstOpen) {
           await this.firstOpen();
           this.firstOpen = undefined;

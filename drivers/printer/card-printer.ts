@@ -25,7 +25,7 @@ export interface CardPrinter {
   /** Called when the link goes away without being asked to (cable pulled, printer off). */
   onDisconnect(listener: () => void): () => void;
   /** Opens the link and puts the printer in the state the adapter needs. Call again after a disconnect. */
-  open(): Promise<void>;
+  open(options?: OpenOptions): Promise<void>;
   close(): Promise<void>;
 
   /** Takes a blank from the feeder into the printer. */
@@ -50,6 +50,14 @@ export interface CardPrinter {
 
   readStatus(): Promise<PrinterStatus>;
   readCounters(): Promise<PrinterCounters>;
+}
+
+export interface OpenOptions {
+  /**
+   * The previous session may have ended in the middle of a command (the agent was killed while a
+   * card was in production): bring the printer back to a command boundary before anything else.
+   */
+  resync?: boolean;
 }
 
 export interface PrintSides {

@@ -124,7 +124,8 @@ describe("printer faults end the affected card with the catalogue's reason, then
   });
 
   it("a printer that stays stopped beyond the hold bound fails the waiting job with its reason, no card used", async () => {
-    rig = await startRig({ config: { production: { holdWhileStoppedSec: 0.3 } } as never });
+    // Long enough for the reopen after the replug, which resyncs first (the port vanished mid-command).
+    rig = await startRig({ config: { production: { holdWhileStoppedSec: 1.5 } } as never });
     rig.printer.injectFault("feeder-empty", { count: 1 });
     rig.binding.unplug("/dev/ttyVIRT0");
     const j = job();

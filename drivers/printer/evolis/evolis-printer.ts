@@ -8,6 +8,7 @@ import type { Transport } from "../../transport/transport.js";
 import type {
   CardPosition,
   CardPrinter,
+  OpenOptions,
   PrinterCapabilities,
   PrinterCounters,
   PrinterIdentity,
@@ -29,7 +30,7 @@ import {
   SENSOR_ACTIVE_VOLTS,
 } from "./codec.js";
 import type { EvolisCommandName } from "./commands.js";
-import { compressKO } from "./ko-compression.js";
+import { compressKO, MAX_KO_PAYLOAD_BYTES } from "./ko-compression.js";
 import { EVOLIS_PRINT_AREA, panelFromImage } from "./panel.js";
 import { ReplyReader } from "./reply-reader.js";
 
@@ -59,6 +60,8 @@ export interface EvolisPrinterOptions {
   takePollMs?: number;
   /** Ribbon panels left at or below which the status carries RIBBON_LOW (kiosk driver: 20). */
   ribbonLowPanels?: number;
+  /** After the resync padding, how long replies are awaited and thrown away. Default 300 ms. */
+  resyncQuietMs?: number;
   /** Names the device in errors and logs. Default `printer`. */
   device?: string;
 }
@@ -79,6 +82,16 @@ const START_UP_SETTINGS: ReadonlyArray<readonly [EvolisCommandName, readonly str
   ["Pcrm", ["D"]],
   ["Pbc", ["A", "D"]],
 ];
+
+/**
+ * What brings a printer that was cut off in the middle of a panel transfer back to a command
+ * boundary: a `Dbc;k;2;<n>;` whose sender died is still waiting for the rest of its n bytes, and
+ * would take every later command for panel data. NUL bytes are what Evolis's Windows driver and the
+ * dpavlin driver pad their jobs with; more of them than the longest panel (K/O worst case, so also
+ * a raw `Db`) complete any half-received block, the first NUL where its closing CR was due makes it
+ * invalid, the rest are noise before a command, and the CR ends whatever text command was cut.
+ */
+const RESYNC_PADDING = Buffer.concat([Buffer.alloc(MAX_KO_PAYLOAD_BYTES + 1, 0x00), Buffer.of(0x0d)]);
 
 /** Spurious `OK` answers to `Rrt` are retried this often, this far apart (kiosk driver GetRibbonStatus). */
 const RIBBON_RETRIES = 3;
@@ -124,6 +137,9 @@ export class EvolisPrinter implements CardPrinter {
   private readonly device: string;
   private readonly takePollMs: number;
   private readonly ribbonLowPanels: number;
+  private readonly resyncQuietMs: number;
+  /** A command was cut off by the link closing: the printer may be in the middle of it. */
+  private cutMidCommand = false;
   private readonly mutex = new Mutex();
   private readonly reader: ReplyReader;
   private inFlight: InFlight | undefined;
@@ -141,6 +157,7 @@ export class EvolisPrinter implements CardPrinter {
     this.timeouts = { ...DEFAULT_EVOLIS_TIMEOUTS, ...options.timeouts };
     this.takePollMs = options.takePollMs ?? 100;
     this.ribbonLowPanels = options.ribbonLowPanels ?? 20;
+    this.resyncQuietMs = options.resyncQuietMs ?? 300;
     this.reader = new ReplyReader({
       clock: options.clock,
       ...(options.replyIdleGapMs === undefined ? {} : { idleGapMs: options.replyIdleGapMs }),
@@ -177,10 +194,17 @@ export class EvolisPrinter implements CardPrinter {
    * Opens the link, applies the kiosk start-up settings and reads who the printer is. A setting the
    * printer refuses fails the open (`COMMAND_REJECTED`, naming the command): without them a print
    * would eject the card or a jam would block the printer, so such a printer is not fit to run.
+   *
+   * With `resync`, or when this process saw the link close in the middle of a command, the printer
+   * is first brought back to a command boundary (RESYNC_PADDING) and whatever it answers to that is
+   * thrown away: the agent killed during a `Dbc` leaves the printer reading the next agent's
+   * commands as panel bytes otherwise (found by the crash harness, docs/crash-harness.md).
    */
-  async open(): Promise<void> {
+  async open(options: OpenOptions = {}): Promise<void> {
     await this.transport.open();
     await this.mutex.run(async () => {
+      if (options.resync || this.cutMidCommand) await this.resync();
+      this.cutMidCommand = false;
       await this.applySettings();
       this.identity = await this.readIdentity();
     });
@@ -388,6 +412,23 @@ export class EvolisPrinter implements CardPrinter {
     });
   }
 
+  private async resync(): Promise<void> {
+    this.log.warn(
+      { bytes: RESYNC_PADDING.length },
+      "the last session may have ended mid-command; resynchronising the printer",
+    );
+    await this.transport.write(RESYNC_PADDING).catch((err: unknown) => {
+      throw new DeviceError("DEVICE_DISCONNECTED", `resync: cannot write to ${this.transport.description}`, {
+        device: this.device,
+        cause: err,
+      });
+    });
+    this.bytesWritten += RESYNC_PADDING.length;
+    // Replies to the cut command arrive now, with nothing in flight: counted, dropped.
+    await delay(this.clock, this.resyncQuietMs);
+    this.reader.reset();
+  }
+
   private async applySettings(): Promise<void> {
     for (const [name, params] of START_UP_SETTINGS) await this.expectOk(name, params);
   }
@@ -589,6 +630,7 @@ export class EvolisPrinter implements CardPrinter {
     const entry = this.inFlight;
     if (disconnected) this.log.warn("printer link lost");
     if (!entry) return;
+    this.cutMidCommand = true;
     entry.fail(
       this.error("DEVICE_DISCONNECTED", entry.command.name, "link closed while waiting for the reply"),
     );

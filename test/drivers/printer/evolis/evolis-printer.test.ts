@@ -383,7 +383,12 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
     expect(driver.isOpen).toBe(false);
     await expect(driver.open()).rejects.toMatchObject({ code: "DEVICE_DISCONNECTED" });
     clock.advance(1_000);
-    await driver.open();
+    // Cut mid-command: the reopen resyncs first, then waits for the printer to fall quiet.
+    let opened = false;
+    void driver.open().then(() => {
+      opened = true;
+    });
+    await driveClock(clock, () => opened, 100);
     await driver.insertCard();
     expect(printer.state.position).toBe("INSIDE");
   });
@@ -418,6 +423,52 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
     printer.injectFault("hopper-full");
     await expect(driver.rejectCard()).rejects.toMatchObject({ code: "REJECT_BOX_FULL", command: "Ser" });
     expect(printer.state.position).toBe("INSIDE");
+  });
+
+  it("resync: a printer left inside a half-sent Dbc by a killed agent reads commands again", async () => {
+    // The previous agent died 4 KB into a 22 KB front panel: the printer waits for 18 KB more.
+    const cut = () => Buffer.concat([Buffer.from("\x1bDbc;k;2;22000;", "latin1"), Buffer.alloc(4096, 0x55)]);
+    const stuck = printerStack({ timeouts: { defaultMs: 500 } });
+    closeAfter.push(() => stuck.driver.close());
+    stuck.printer.receive(cut());
+    const open = stuck.driver.open();
+    open.catch(() => undefined);
+    await settle(() => false, 20);
+    stuck.clock.advance(500);
+    // Without the resync the first setting vanishes into the panel.
+    await expect(open).rejects.toMatchObject({ code: "DEVICE_TIMEOUT", command: "Pem" });
+
+    const { driver, printer, clock } = printerStack();
+    closeAfter.push(() => driver.close());
+    printer.receive(cut());
+    let opened = false;
+    void driver.open({ resync: true }).then(() => {
+      opened = true;
+    });
+    await driveClock(clock, () => opened, 100);
+    expect(opened).toBe(true);
+    expect(printer.state.settings.errorMode).toBe(2);
+    await driver.insertCard();
+    expect(printer.state.position).toBe("INSIDE");
+    // The cut frame was refused as a whole, never printed.
+    expect(printer.commandLog.slice(0, 2)).toEqual(["Dbc", "Pem;2"]);
+  });
+
+  it("a link that closes in the middle of a command makes the next open resync by itself", async () => {
+    const { driver, printer, clock, wire } = await openStack();
+    printer.injectFault("unplug", { at: "Si", replugAfterMs: 100 });
+    await expect(driver.insertCard()).rejects.toMatchObject({ code: "DEVICE_DISCONNECTED" });
+    clock.advance(100);
+    wire();
+    let opened = false;
+    void driver.open().then(() => {
+      opened = true;
+    });
+    await driveClock(clock, () => opened, 100);
+    const sent = wire();
+    expect(sent.subarray(0, 83_313)).toEqual(Buffer.alloc(83_313, 0));
+    expect(sent[83_313]).toBe(0x0d);
+    expect(sent.subarray(83_314, 83_321)).toEqual(hex("1B 50 65 6D 3B 32 0D"));
   });
 
   it("a command the simulated Evolis does not know is answered ERROR CDE", async () => {
