@@ -2,6 +2,7 @@ import { close as closeFd, constants, fstat, open as openFd, read, type Stats, w
 import { type Logger, silentLogger } from "../../agent/log/logger.js";
 import { DeviceError } from "../device-fault.js";
 import type { Transport, TransportCloseInfo } from "./transport.js";
+import { errorMessage, TransportListeners } from "./transport-listeners.js";
 
 export interface DeviceFileTransportOptions {
   /** The device file, e.g. `/dev/usb/lp0` (Linux USB printer class) or a pty standing in for it. */
@@ -41,8 +42,7 @@ export class DeviceFileTransport implements Transport {
   private readonly path: string;
   private readonly pollMs: number;
   private readonly logger: Logger;
-  private readonly dataListeners = new Set<(chunk: Buffer) => void>();
-  private readonly closeListeners = new Set<(info: TransportCloseInfo) => void>();
+  private readonly listeners: TransportListeners;
   private session: Session | undefined;
   private opening: Promise<void> | undefined;
 
@@ -51,6 +51,7 @@ export class DeviceFileTransport implements Transport {
     this.pollMs = options.pollMs ?? DEFAULT_POLL_MS;
     this.description = `usb:${options.path}`;
     this.logger = (options.logger ?? silentLogger).child({ transport: this.description });
+    this.listeners = new TransportListeners(this.logger);
   }
 
   get isOpen(): boolean {
@@ -110,13 +111,11 @@ export class DeviceFileTransport implements Transport {
   }
 
   onData(listener: (chunk: Buffer) => void): () => void {
-    this.dataListeners.add(listener);
-    return () => this.dataListeners.delete(listener);
+    return this.listeners.onData(listener);
   }
 
   onClose(listener: (info: TransportCloseInfo) => void): () => void {
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.listeners.onClose(listener);
   }
 
   private async readLoop(session: Session): Promise<void> {
@@ -139,7 +138,7 @@ export class DeviceFileTransport implements Transport {
       }
       if (session.ending) return;
       if (n > 0) {
-        this.emitData(Buffer.from(buffer.subarray(0, n)));
+        this.listeners.emitData(Buffer.from(buffer.subarray(0, n)));
         continue;
       }
       if (await this.vanished(session)) return;
@@ -209,27 +208,10 @@ export class DeviceFileTransport implements Transport {
       );
       if (this.session === session) this.session = undefined;
       if (disconnected) this.logger.warn("device disconnected");
-      for (const listener of this.closeListeners) {
-        try {
-          listener({ disconnected });
-        } catch (err) {
-          this.logger.error({ err: errorMessage(err) }, "close listener threw");
-        }
-      }
+      this.listeners.emitClose({ disconnected });
       session.markEnded();
     })();
     return session.ended;
-  }
-
-  private emitData(chunk: Buffer): void {
-    for (const listener of this.dataListeners) {
-      // A throwing listener is a bug in the listener, not a device fault: it must not end the loop.
-      try {
-        listener(chunk);
-      } catch (err) {
-        this.logger.error({ err: errorMessage(err) }, "data listener threw");
-      }
-    }
   }
 
   private absent(message: string, cause?: unknown): DeviceError {
@@ -300,8 +282,4 @@ function closeQuietly(fd: number, onError?: (err: unknown) => void): Promise<voi
 function errnoOf(err: unknown): string | undefined {
   const code = typeof err === "object" && err !== null ? (err as { code?: unknown }).code : undefined;
   return typeof code === "string" ? code : undefined;
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

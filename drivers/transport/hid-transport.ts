@@ -8,6 +8,7 @@ import {
   MSR605X_VENDOR_ID,
 } from "../magstripe/hid-framing.js";
 import type { Transport, TransportCloseInfo } from "./transport.js";
+import { errorMessage, TransportListeners } from "./transport-listeners.js";
 
 /** What `HID.devices()` lists; the subset of node-hid's `Device` this transport reads. */
 export interface HidDeviceInfo {
@@ -83,8 +84,7 @@ export class HidTransport implements Transport {
   private readonly vendorId: number;
   private readonly productId: number;
   private readonly reassembler: HidReassembler;
-  private readonly dataListeners = new Set<(chunk: Buffer) => void>();
-  private readonly closeListeners = new Set<(info: TransportCloseInfo) => void>();
+  private readonly listeners: TransportListeners;
   private backend: HidBackend | undefined;
   private session: HidSession | undefined;
   private opening: Promise<void> | undefined;
@@ -98,6 +98,7 @@ export class HidTransport implements Transport {
       ? `hid:${options.path}`
       : `hid:${hex4(this.vendorId)}:${hex4(this.productId)}`;
     this.logger = (options.logger ?? silentLogger).child({ transport: this.description });
+    this.listeners = new TransportListeners(this.logger);
     this.reassembler = new HidReassembler(
       options.maxMessageBytes === undefined ? {} : { maxMessageBytes: options.maxMessageBytes },
     );
@@ -168,13 +169,11 @@ export class HidTransport implements Transport {
   }
 
   onData(listener: (chunk: Buffer) => void): () => void {
-    this.dataListeners.add(listener);
-    return () => this.dataListeners.delete(listener);
+    return this.listeners.onData(listener);
   }
 
   onClose(listener: (info: TransportCloseInfo) => void): () => void {
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.listeners.onClose(listener);
   }
 
   private async loadBackend(): Promise<HidBackend> {
@@ -202,17 +201,9 @@ export class HidTransport implements Transport {
 
   private onInput(session: HidSession, data: Buffer): void {
     if (this.session !== session) return;
-    for (const message of this.reassembler.push(Buffer.from(data))) {
-      for (const listener of this.dataListeners) {
-        // A throwing listener inside node-hid's read callback would come back as an `error` event,
-        // which means "unplugged" here: keep it a listener bug.
-        try {
-          listener(message);
-        } catch (err) {
-          this.logger.error({ err: errorMessage(err) }, "HID data listener threw");
-        }
-      }
-    }
+    // A throwing listener inside node-hid's read callback would come back as an `error` event,
+    // which means "unplugged" here: TransportListeners keeps it a listener bug.
+    for (const message of this.reassembler.push(Buffer.from(data))) this.listeners.emitData(message);
   }
 
   private endSession(session: HidSession, disconnected: boolean): void {
@@ -226,7 +217,7 @@ export class HidTransport implements Transport {
     }
     this.reassembler.reset();
     if (disconnected) this.logger.warn("HID device disconnected");
-    for (const listener of this.closeListeners) listener({ disconnected });
+    this.listeners.emitClose({ disconnected });
   }
 
   private absent(message: string, cause?: unknown): DeviceError {
@@ -243,8 +234,4 @@ class HidSession {
 
 function hex4(n: number): string {
   return n.toString(16).padStart(4, "0");
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

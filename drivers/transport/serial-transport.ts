@@ -3,6 +3,7 @@ import { SerialPortStream } from "@serialport/stream";
 import { type Logger, silentLogger } from "../../agent/log/logger.js";
 import { DeviceError } from "../device-fault.js";
 import type { Transport, TransportCloseInfo } from "./transport.js";
+import { TransportListeners } from "./transport-listeners.js";
 
 export interface SerialTransportOptions {
   path: string;
@@ -20,8 +21,7 @@ export class SerialTransport implements Transport {
   readonly description: string;
   private readonly options: SerialTransportOptions;
   private readonly logger: Logger;
-  private readonly dataListeners = new Set<(chunk: Buffer) => void>();
-  private readonly closeListeners = new Set<(info: TransportCloseInfo) => void>();
+  private readonly listeners: TransportListeners;
   private session: Session | undefined;
   private opening: Promise<void> | undefined;
 
@@ -29,6 +29,7 @@ export class SerialTransport implements Transport {
     this.options = options;
     this.description = `serial:${options.path}`;
     this.logger = (options.logger ?? silentLogger).child({ transport: this.description });
+    this.listeners = new TransportListeners(this.logger);
   }
 
   get isOpen(): boolean {
@@ -62,7 +63,7 @@ export class SerialTransport implements Transport {
     this.session = session;
     stream.on("data", (chunk: Buffer) => {
       if (this.session !== session) return;
-      for (const listener of this.dataListeners) listener(chunk);
+      this.listeners.emitData(chunk);
     });
     stream.on("close", (err?: Error | null) => {
       const disconnected = isDisconnect(err) || !session.closeRequested;
@@ -100,13 +101,11 @@ export class SerialTransport implements Transport {
   }
 
   onData(listener: (chunk: Buffer) => void): () => void {
-    this.dataListeners.add(listener);
-    return () => this.dataListeners.delete(listener);
+    return this.listeners.onData(listener);
   }
 
   onClose(listener: (info: TransportCloseInfo) => void): () => void {
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.listeners.onClose(listener);
   }
 
   private endSession(session: Session, disconnected: boolean): void {
@@ -114,7 +113,7 @@ export class SerialTransport implements Transport {
     if (this.session !== session) return;
     this.session = undefined;
     if (disconnected) this.logger.warn("serial port disconnected");
-    for (const listener of this.closeListeners) listener({ disconnected });
+    this.listeners.emitClose({ disconnected });
     session.markEnded();
   }
 }

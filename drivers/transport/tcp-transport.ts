@@ -2,6 +2,7 @@ import { connect, type Socket } from "node:net";
 import { type Logger, silentLogger } from "../../agent/log/logger.js";
 import { DeviceError } from "../device-fault.js";
 import type { Transport, TransportCloseInfo } from "./transport.js";
+import { TransportListeners } from "./transport-listeners.js";
 
 export interface TcpTransportOptions {
   host: string;
@@ -25,8 +26,7 @@ export class TcpTransport implements Transport {
   readonly description: string;
   private readonly options: TcpTransportOptions;
   private readonly logger: Logger;
-  private readonly dataListeners = new Set<(chunk: Buffer) => void>();
-  private readonly closeListeners = new Set<(info: TransportCloseInfo) => void>();
+  private readonly listeners: TransportListeners;
   private session: Session | undefined;
   private opening: Promise<void> | undefined;
 
@@ -34,6 +34,7 @@ export class TcpTransport implements Transport {
     this.options = options;
     this.description = `tcp:${options.host}:${options.port}`;
     this.logger = (options.logger ?? silentLogger).child({ transport: this.description });
+    this.listeners = new TransportListeners(this.logger);
   }
 
   get isOpen(): boolean {
@@ -91,7 +92,7 @@ export class TcpTransport implements Transport {
     const session = new Session(socket);
     this.session = session;
     socket.on("data", (chunk: Buffer) => {
-      if (this.session === session) this.emitData(chunk);
+      if (this.session === session) this.listeners.emitData(chunk);
     });
     // The printer closing its end (`end`) makes Node end ours too (allowHalfOpen is off), and an
     // error destroys the socket: either way `close` follows, once.
@@ -130,38 +131,19 @@ export class TcpTransport implements Transport {
   }
 
   onData(listener: (chunk: Buffer) => void): () => void {
-    this.dataListeners.add(listener);
-    return () => this.dataListeners.delete(listener);
+    return this.listeners.onData(listener);
   }
 
   onClose(listener: (info: TransportCloseInfo) => void): () => void {
-    this.closeListeners.add(listener);
-    return () => this.closeListeners.delete(listener);
+    return this.listeners.onClose(listener);
   }
 
   private endSession(session: Session, disconnected: boolean): void {
     if (this.session !== session) return;
     this.session = undefined;
     if (disconnected) this.logger.warn("TCP connection lost");
-    for (const listener of this.closeListeners) {
-      try {
-        listener({ disconnected });
-      } catch (err) {
-        this.logger.error({ err: errorMessage(err) }, "close listener threw");
-      }
-    }
+    this.listeners.emitClose({ disconnected });
     session.markEnded();
-  }
-
-  private emitData(chunk: Buffer): void {
-    for (const listener of this.dataListeners) {
-      // A throw inside the socket's `data` handler would be an uncaught exception: keep it a listener bug.
-      try {
-        listener(chunk);
-      } catch (err) {
-        this.logger.error({ err: errorMessage(err) }, "data listener threw");
-      }
-    }
   }
 
   private absent(message: string, cause?: unknown): DeviceError {
@@ -182,8 +164,4 @@ class Session {
       this.markEnded = resolve;
     });
   }
-}
-
-function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
