@@ -5,46 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DeviceFileTransport } from "../../../drivers/transport/device-file-transport.js";
 import type { TransportCloseInfo } from "../../../drivers/transport/transport.js";
 import { PtyDevice } from "../../../simulator/pty/pty-device.js";
-import type { VirtualSerialDevice, VirtualSerialLink } from "../../../simulator/serial/virtual-binding.js";
-
-/** Keeps every byte the host wrote and, unless told not to, sends each chunk back. */
-class EchoDevice implements VirtualSerialDevice {
-  link: VirtualSerialLink | undefined;
-  onReceive: ((bytes: Buffer) => void) | undefined;
-  private readonly chunks: Buffer[] = [];
-  private count = 0;
-
-  constructor(private readonly options: { echo?: boolean } = {}) {}
-
-  attach(link: VirtualSerialLink): void {
-    this.link = link;
-  }
-
-  receive(bytes: Buffer): void {
-    this.chunks.push(Buffer.from(bytes));
-    this.count += bytes.length;
-    if (this.options.echo ?? true) setImmediate(() => this.link?.send(bytes));
-    this.onReceive?.(bytes);
-  }
-
-  bytes(): number {
-    return this.count;
-  }
-
-  received(): Buffer {
-    return Buffer.concat(this.chunks);
-  }
-}
-
-/**
- * `length` bytes of a printer-like frame: every byte value, so CR, ESC, NUL, XON/XOFF and ^C all
- * appear, in an order that shows any loss, duplication or reordering.
- */
-function frame(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  for (let i = 0; i < length; i++) out[i] = (i * 7 + seed + (i >> 8)) & 0xff;
-  return out;
-}
+import { EchoDevice, frame, until } from "./support.js";
 
 /** Unplugs or closes `pty` and waits until its bridge process is gone. */
 async function stopBridge(pty: PtyDevice, stop: () => Promise<void> | void): Promise<void> {
@@ -63,15 +24,6 @@ function openFdsOn(device: string): number {
     }
   }
   return n;
-}
-
-/** Real I/O on a real pty: poll a condition with a deadline rather than sleeping a fixed time. */
-async function until(check: () => boolean, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /**

@@ -3,51 +3,8 @@ import { createServer } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { TcpTransport } from "../../../drivers/transport/tcp-transport.js";
 import type { TransportCloseInfo } from "../../../drivers/transport/transport.js";
-import type { VirtualSerialDevice, VirtualSerialLink } from "../../../simulator/serial/virtual-binding.js";
 import { TcpDeviceServer } from "../../../simulator/tcp/tcp-device-server.js";
-
-/** Keeps every byte the host wrote and, unless told not to, sends each chunk back. */
-class EchoDevice implements VirtualSerialDevice {
-  link: VirtualSerialLink | undefined;
-  private readonly chunks: Buffer[] = [];
-  private count = 0;
-
-  constructor(private readonly options: { echo?: boolean } = {}) {}
-
-  attach(link: VirtualSerialLink): void {
-    this.link = link;
-  }
-
-  receive(bytes: Buffer): void {
-    this.chunks.push(Buffer.from(bytes));
-    this.count += bytes.length;
-    if (this.options.echo ?? true) setImmediate(() => this.link?.send(bytes));
-  }
-
-  bytes(): number {
-    return this.count;
-  }
-
-  received(): Buffer {
-    return Buffer.concat(this.chunks);
-  }
-}
-
-/** `length` bytes with every byte value (CR, ESC, NUL…) in an order that shows loss or reordering. */
-function frame(length: number, seed: number): Buffer {
-  const out = Buffer.alloc(length);
-  for (let i = 0; i < length; i++) out[i] = (i * 7 + seed + (i >> 8)) & 0xff;
-  return out;
-}
-
-/** Real sockets: poll a condition with a deadline rather than sleeping a fixed time. */
-async function until(check: () => boolean, ms = 3000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+import { EchoDevice, frame, until } from "./support.js";
 
 /** A loopback port nobody listens on: bound, read, released. */
 async function freePort(): Promise<number> {
