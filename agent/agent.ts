@@ -38,6 +38,7 @@ import { OutboxSender } from "./outbox/sender.js";
 import { ProductionPipeline } from "./pipeline/pipeline.js";
 import { REASONS } from "./pipeline/reasons.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
+import { StockRouter } from "./stock/stock-router.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
 import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
@@ -74,6 +75,8 @@ export class KioskAgent {
   /** A hand-swipe encoder waiting for the teller (teller-assisted mode), for the console. */
   readonly swipePrompt: SwipePrompt;
   readonly pipeline: ProductionPipeline;
+  /** Which feeder holds which card stock (printer.feeders; docs/stock.md). */
+  readonly router: StockRouter;
   /** The local web console and status API, when `console.enabled` (docs/console.md). */
   readonly console: ConsoleServer | undefined;
   /** /healthz, /readyz, /metrics on 127.0.0.1, when `health.enabled` (docs/operations.md). */
@@ -130,6 +133,12 @@ export class KioskAgent {
       logger: this.log,
       pollMs: config.printer.statusPollMs,
       reopen: config.printer.reopen,
+      supplyPollMs: config.printer.supplyPollSec * 1000,
+      // Read between cards only, so every card the printer counted has its movement already.
+      onCounters: (counters) => {
+        if (counters.cardsInserted !== undefined) this.store.stock.recordCounter(counters.cardsInserted);
+      },
+      onCardPathChecked: (cardFound) => this.store.resolveUnknownFeeds(cardFound),
       resyncFirstOpen: this.store.jobsIn(["PRODUCING", "PRESENTED"]).length > 0,
       onFirstOpen: () =>
         recoverInterruptedJobs({
@@ -153,7 +162,11 @@ export class KioskAgent {
       config.jwe.required,
       this.log,
     );
+    this.router = new StockRouter(config.printer.feeders, (feeder) =>
+      this.store.stock.lastLoadedStock(feeder),
+    );
     this.pipeline = new ProductionPipeline({
+      router: this.router,
       store: this.store,
       printer: this.printer,
       magstripe: this.magstripe.encoder,
@@ -444,6 +457,7 @@ export class KioskAgent {
             jobJson: JSON.stringify(verdict.job),
             maskedPan: panOf(verdict.job),
             collectTimeoutSec: verdict.job.productionData.delivery?.collectTimeoutSec,
+            cardStock: verdict.job.productionData.cardStock,
             source,
           })
         : this.store.accept({

@@ -13,7 +13,8 @@ import { CodedError } from "../util/errors.js";
 export interface AuditRecord {
   seq: number;
   at: string;
-  event: "ACCEPTED" | "TRANSITION" | "REFUSED" | "BACKFILL";
+  /** STOCK: a card-stock ledger movement; BIN: a bin emptied; TECHNICIAN: a printer command run (docs/stock.md). */
+  event: "ACCEPTED" | "TRANSITION" | "REFUSED" | "BACKFILL" | "STOCK" | "BIN" | "TECHNICIAN";
   operationId: string | null;
   cardId: string | null;
   issuerRequestId: string | null;
@@ -26,6 +27,8 @@ export interface AuditRecord {
   maskedPan: string | null;
   requestId: string | null;
   pushedBy: string | null;
+  /** STOCK / BIN / TECHNICIAN: what moved or what was run (JSON; no card data). */
+  detail: string | null;
 }
 
 export const AUDIT_COLUMNS: ReadonlyArray<keyof AuditRecord> = [
@@ -44,6 +47,7 @@ export const AUDIT_COLUMNS: ReadonlyArray<keyof AuditRecord> = [
   "maskedPan",
   "requestId",
   "pushedBy",
+  "detail",
 ];
 
 export class AuditError extends CodedError<"NO_DATABASE" | "NO_AUDIT_TABLE"> {}
@@ -93,12 +97,17 @@ export function readAudit(
       where.push("operation_id = ?");
       params.push(options.operationId);
     }
+    // A database the agent has not migrated to version 5 yet has no detail column.
+    const columns = db.prepare("SELECT name FROM pragma_table_info('audit_log')").all() as Array<{
+      name: string;
+    }>;
+    const detail = columns.some((c) => c.name === "detail") ? "detail" : "NULL AS detail";
     const rows = db
       .prepare(
         `SELECT seq, at, event, operation_id AS operationId, card_id AS cardId,
            issuer_request_id AS issuerRequestId, from_state AS fromState, to_state AS toState,
            d1_status AS d1Status, reason, error_code AS errorCode, error, masked_pan AS maskedPan,
-           request_id AS requestId, pushed_by AS pushedBy
+           request_id AS requestId, pushed_by AS pushedBy, ${detail}
          FROM audit_log ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq`,
       )
       .all(...params) as AuditRecord[];

@@ -88,6 +88,46 @@ export const ConfigSchema = z.strictObject({
       takePollMs: z.number().int().min(20).max(5_000).default(100),
       /** How often a stopped printer's status is read to notice that the condition cleared. */
       statusPollMs: z.number().int().min(10).max(60_000).default(2_000),
+      /**
+       * How often an idle printer's supplies (ribbon, feeders, bins, cleaning, counter) are read; they
+       * are also read after every card.
+       */
+      supplyPollSec: z.number().min(1).max(3_600).default(60),
+      /**
+       * The feeders and the card stock each holds (docs/stock.md). A job's `productionData.cardStock`
+       * picks the feeder; a job without one takes the first feeder; a feeder without `stock` takes
+       * any job (a single-product kiosk). On an Evolis with several feeders, the ids are the feeder
+       * numbers the printer knows (1, 2).
+       */
+      feeders: z
+        .array(
+          z.strictObject({
+            id: z.string().regex(/^[A-Za-z0-9]{1,8}$/, "a feeder id is 1–8 letters or digits"),
+            stock: z.string().min(1).max(64).optional(),
+            /** The ledger balance at or below which the feeder reads "near empty". */
+            nearEmptyAt: z.number().int().min(0).max(10_000).default(10),
+          }),
+        )
+        .min(1)
+        .max(4)
+        .default([{ id: "1", nearEmptyAt: 10 }]),
+      /** The bins spoiled and captured cards land in, and how many each holds (docs/stock.md). */
+      bins: z
+        .strictObject({
+          reject: z
+            .strictObject({
+              capacity: z.number().int().min(1).max(10_000).default(50),
+              nearFullAt: z.number().int().min(1).max(10_000).default(45),
+            })
+            .default({ capacity: 50, nearFullAt: 45 }),
+          capture: z
+            .strictObject({
+              capacity: z.number().int().min(1).max(10_000).default(20),
+              nearFullAt: z.number().int().min(1).max(10_000).default(18),
+            })
+            .default({ capacity: 20, nearFullAt: 18 }),
+        })
+        .default({ reject: { capacity: 50, nearFullAt: 45 }, capture: { capacity: 20, nearFullAt: 18 } }),
       /** Re-open backoff after the link disappeared (cable pulled, USB reset, printer off). */
       reopen: z
         .strictObject({
@@ -97,6 +137,14 @@ export const ConfigSchema = z.strictObject({
         .default({ initialMs: 500, maxMs: 10_000 }),
     })
     .superRefine((printer, ctx) => {
+      const ids = printer.feeders.map((f) => f.id);
+      if (new Set(ids).size !== ids.length) {
+        ctx.addIssue({ code: "custom", path: ["feeders"], message: "each feeder id may appear once" });
+      }
+      const stocks = printer.feeders.flatMap((f) => (f.stock ? [f.stock] : []));
+      if (new Set(stocks).size !== stocks.length) {
+        ctx.addIssue({ code: "custom", path: ["feeders"], message: "each stock may be in one feeder only" });
+      }
       const need = (key: "path" | "host" | "port", why: string) => {
         if (printer[key] === undefined) ctx.addIssue({ code: "custom", path: [key], message: why });
       };
@@ -148,6 +196,13 @@ export const ConfigSchema = z.strictObject({
       cardTimeoutMs: z.number().int().positive().default(5_000),
     })
     .default({ cardTimeoutMs: 5_000 }),
+  /** The card-stock ledger (docs/stock.md). */
+  stock: z
+    .strictObject({
+      /** An adjustment of more than this many cards needs a second operator (dual control). */
+      dualControlAbove: z.number().int().min(0).max(100_000).default(10),
+    })
+    .default({ dualControlAbove: 10 }),
   production: z
     .strictObject({
       /** How long a presented card waits in the mouth when the job does not say (collectTimeoutSec). */

@@ -1,9 +1,15 @@
 import { EventEmitter } from "node:events";
 import { DeviceError, type DeviceFault } from "../../drivers/device-fault.js";
-import { type CardPrinter, problemIn } from "../../drivers/printer/card-printer.js";
+import {
+  type CardPrinter,
+  type PrinterCounters,
+  type PrinterStatus,
+  problemIn,
+} from "../../drivers/printer/card-printer.js";
 import { Backoff } from "../d1/backoff.js";
 import type { Logger } from "../log/logger.js";
-import { type Clock, delay } from "../util/clock.js";
+import { type Clock, delay, type TimerHandle } from "../util/clock.js";
+import { CodedError } from "../util/errors.js";
 
 /**
  * What the kiosk's printer is doing, the way CUPS shows a printer: a state and, when it is not
@@ -18,6 +24,21 @@ export interface PrinterSnapshot {
   since: string;
   lastFault?: { reason: string; at: string };
 }
+
+/** What the supervisor last read of the printer's supplies (agent/stock/supplies.ts builds on it). */
+export interface SupplyReadings {
+  /** The last status read, and when (ISO). */
+  status?: PrinterStatus;
+  readAt?: string;
+  counters?: PrinterCounters;
+  /** Feeders known empty (by a sensor or a refused insert), since when (ms, the clock's). */
+  emptyFeeders: ReadonlyMap<string, number>;
+  /** A print was refused for want of a cleaning: production stays stopped until the printer is cleaned. */
+  cleaningRequired: boolean;
+}
+
+/** Why a technician's operation was not run (agent/cli/printer.ts shows the message). */
+export class MaintenanceError extends CodedError<"PRINTER_BUSY" | "PRINTER_OFFLINE"> {}
 
 /** Faults that say the printer itself needs attention, not just this card. */
 const STOPPING_FAULTS: ReadonlySet<DeviceFault> = new Set([
@@ -53,6 +74,17 @@ export interface PrinterSupervisorOptions {
    * middle of a printer command, so the first open brings the printer back to a command boundary.
    */
   resyncFirstOpen?: boolean;
+  /**
+   * How often an idle printer's supplies (status and counters) are read; they are also read after
+   * every card, and every `pollMs` while a feeder is empty. Undefined: only when recovering.
+   */
+  supplyPollMs?: number;
+  /** Every status the supervisor read; the supply readings are updated first. */
+  onStatus?: (status: PrinterStatus) => void;
+  /** Every counters read (after each card and each supply poll). */
+  onCounters?: (counters: PrinterCounters) => void;
+  /** After each look at the card path: whether a card was found there (and cleared). */
+  onCardPathChecked?: (cardFound: boolean) => void;
 }
 
 /**
@@ -60,7 +92,11 @@ export interface PrinterSupervisorOptions {
  * a card left in the path after a failure, and keeps it "stopped" with a reason until a status read
  * shows the condition cleared. The pipeline asks `awaitReady()` before taking a card.
  */
-export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] }> {
+export class PrinterSupervisor extends EventEmitter<{
+  change: [PrinterSnapshot];
+  /** A feeder was found empty, or has cards again. */
+  feeders: [];
+}> {
   private snapshot: PrinterSnapshot;
   private running = false;
   private readonly log: Logger;
@@ -69,6 +105,17 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
   private recovering: Promise<void> | undefined;
   private firstOpen: (() => Promise<void>) | undefined;
   private resyncOnOpen: boolean;
+  private readonly readings: {
+    status?: PrinterStatus;
+    readAt?: string;
+    counters?: PrinterCounters;
+    emptyFeeders: Map<string, number>;
+    /** Set by a print refused NEED CLEANING: the cleanings counter then, if readable. */
+    cleaningLatch?: { cleanings: number | undefined };
+  } = { emptyFeeders: new Map() };
+  /** A supply read under way: awaitReady() lets no card start before it ends. */
+  private supplyRead: Promise<void> | undefined;
+  private supplyTimer: TimerHandle | undefined;
 
   constructor(private readonly options: PrinterSupervisorOptions) {
     super();
@@ -88,6 +135,17 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     return { ...this.snapshot };
   }
 
+  get supplies(): SupplyReadings {
+    const r = this.readings;
+    return {
+      ...(r.status ? { status: r.status } : {}),
+      ...(r.readAt ? { readAt: r.readAt } : {}),
+      ...(r.counters ? { counters: r.counters } : {}),
+      emptyFeeders: new Map(r.emptyFeeders),
+      cleaningRequired: r.cleaningLatch !== undefined,
+    };
+  }
+
   /** Opens the printer in the background; resolves once it was opened the first time. */
   async start(): Promise<void> {
     this.running = true;
@@ -97,6 +155,8 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
 
   stop(): void {
     this.running = false;
+    if (this.supplyTimer) this.options.clock.clearTimeout(this.supplyTimer);
+    this.supplyTimer = undefined;
     this.wakeWaiters();
   }
 
@@ -113,6 +173,10 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     const deadline = this.options.clock.now() + holdMs;
     for (;;) {
       if (signal?.aborted) return { ready: false, reason: this.notReadyReason(), aborted: true };
+      if (this.supplyRead) {
+        await this.supplyRead;
+        continue;
+      }
       if (this.snapshot.state === "idle") break;
       const left = deadline - this.options.clock.now();
       if (left <= 0 || !this.running) return { ready: false, reason: this.notReadyReason() };
@@ -122,16 +186,60 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     return { ready: true };
   }
 
-  /** The card in hand ended well (taken, captured): the printer is free. */
+  /** The card in hand ended well (taken, captured): the printer is free, and its supplies are read. */
   jobEnded(): void {
     if (this.snapshot.state === "busy") this.set("idle");
+    this.readSupplies();
+  }
+
+  /**
+   * Feeders known empty, since when. An insert refused FEEDER_EMPTY marks its feeder at once; the
+   * next status read that sees cards there clears it.
+   */
+  emptyFeeders(): ReadonlyMap<string, number> {
+    return this.readings.emptyFeeders;
+  }
+
+  /**
+   * Runs a technician's operation (docs/stock.md) between cards, never during one: refused while a
+   * card is in production or the printer is away. Production waits while it runs; afterwards the
+   * status is read again (a cleaning clears a NEED CLEANING stop).
+   */
+  async maintenance<T>(name: string, operation: (printer: CardPrinter) => Promise<T>): Promise<T> {
+    const { state, reason } = this.snapshot;
+    if (state === "busy") {
+      throw new MaintenanceError(
+        "PRINTER_BUSY",
+        reason === "MAINTENANCE"
+          ? "another technician operation is running"
+          : "a card is in production; try again between cards",
+      );
+    }
+    if (state === "offline" || state === "connecting" || !this.options.printer.isOpen) {
+      throw new MaintenanceError("PRINTER_OFFLINE", `the printer is ${state}`);
+    }
+    await this.supplyRead;
+    const before = this.snapshot;
+    this.set("busy", "MAINTENANCE");
+    this.log.info({ operation: name }, "technician operation");
+    try {
+      return await operation(this.options.printer);
+    } finally {
+      if (name === "clean") this.readings.cleaningLatch = undefined;
+      this.set(
+        before.state === "stopped" ? "stopped" : "idle",
+        before.state === "stopped" ? before.reason : undefined,
+      );
+      if (this.snapshot.state === "stopped") this.recover();
+      else this.readSupplies();
+    }
   }
 
   /**
    * A card failed. The card path is checked and cleared (a card left inside is rejected, one in the
    * mouth retracted) and a fault about the printer itself stops it until its status clears.
    */
-  async afterFailure(err: unknown): Promise<void> {
+  async afterFailure(err: unknown, context: { feeder?: string } = {}): Promise<void> {
     // Another device's fault (a separate magstripe encoder) says nothing about the printer.
     const fault = err instanceof DeviceError && err.device === "printer" ? err.code : undefined;
     if (fault) this.snapshot.lastFault = { reason: fault, at: this.isoNow() };
@@ -139,6 +247,23 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
       this.set("offline", fault);
       this.recover();
       return;
+    }
+    if (
+      fault === "FEEDER_EMPTY" &&
+      context.feeder !== undefined &&
+      this.options.printer.capabilities.feeders.length > 1
+    ) {
+      // One feeder of several: only its stock's jobs wait (the pipeline holds them); no card was taken.
+      this.readings.emptyFeeders.set(context.feeder, this.options.clock.now());
+      this.emit("feeders");
+      if (!this.options.printer.capabilities.feeders.every((f) => this.readings.emptyFeeders.has(f))) {
+        this.set("idle");
+        this.scheduleSupplyRead();
+        return;
+      }
+    }
+    if (fault === "CLEANING_REQUIRED") {
+      this.readings.cleaningLatch = { cleanings: this.readings.counters?.cleanings };
     }
     if (fault && STOPPING_FAULTS.has(fault)) {
       this.set("stopped", fault);
@@ -148,6 +273,7 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
     try {
       await this.clearCardPath();
       this.set("idle");
+      this.readSupplies();
     } catch (clearErr) {
       this.log.error({ err: clearErr }, "could not clear the card path after a failure");
       this.set("stopped", clearErr instanceof DeviceError ? clearErr.code : "DEVICE_TIMEOUT");
@@ -176,10 +302,11 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
           this.firstOpen = undefined;
         }
         await this.clearCardPath();
-        const problem = problemIn(await printer.readStatus());
+        const problem = await this.problemNow();
         if (!problem) {
           this.backoff.reset();
           if (this.snapshot.state !== "busy") this.set("idle");
+          this.readSupplies();
           return;
         }
         this.set("stopped", problem);
@@ -197,19 +324,116 @@ export class PrinterSupervisor extends EventEmitter<{ change: [PrinterSnapshot] 
 
   private async clearCardPath(): Promise<void> {
     const { printer } = this.options;
-    const position = (await printer.readStatus()).cardPosition;
-    if (position === "NONE") return;
+    const position = this.observe(await printer.readStatus()).cardPosition;
+    if (position === "NONE") {
+      this.options.onCardPathChecked?.(false);
+      return;
+    }
     this.log.warn({ position }, "a card was left in the printer; clearing it");
     if (position !== "MOUTH") {
       await printer.rejectCard();
+      this.options.onCardPathChecked?.(true);
       return;
     }
     try {
       await printer.captureCard();
+      this.options.onCardPathChecked?.(true);
     } catch (err) {
       // Taken from the mouth between the status read and the capture: the path is clear.
       if (!(err instanceof DeviceError && err.code === "NO_CARD")) throw err;
+      this.options.onCardPathChecked?.(false);
     }
+  }
+
+  /**
+   * The reason the printer cannot take a card now: its status, or a NEED CLEANING refusal that no
+   * cleaning has answered yet (Rlr;r back to OK, or the cleanings counter moved on).
+   */
+  private async problemNow(): Promise<string | undefined> {
+    const { printer } = this.options;
+    const status = this.observe(await printer.readStatus());
+    const problem = problemIn(status);
+    if (problem) return problem;
+    const latch = this.readings.cleaningLatch;
+    if (!latch) return undefined;
+    const counters = await printer.readCounters();
+    this.observeCounters(counters);
+    const cleanedSince =
+      latch.cleanings !== undefined &&
+      counters.cleanings !== undefined &&
+      counters.cleanings > latch.cleanings;
+    if (status.cleaning === "none" || cleanedSince) {
+      this.readings.cleaningLatch = undefined;
+      return undefined;
+    }
+    return "CLEANING_REQUIRED";
+  }
+
+  /** Keeps what a status read says about supplies and feeders, and passes it on. */
+  private observe(status: PrinterStatus): PrinterStatus {
+    const now = this.options.clock.now();
+    const empty = this.readings.emptyFeeders;
+    let changed = false;
+    for (const feeder of status.feeders) {
+      if (!feeder.empty) changed = empty.delete(feeder.id) || changed;
+      else if (!empty.has(feeder.id)) {
+        empty.set(feeder.id, now);
+        changed = true;
+      }
+    }
+    this.readings.status = status;
+    this.readings.readAt = new Date(now).toISOString();
+    this.options.onStatus?.(status);
+    if (changed) this.emit("feeders");
+    return status;
+  }
+
+  private observeCounters(counters: PrinterCounters): void {
+    this.readings.counters = counters;
+    this.options.onCounters?.(counters);
+  }
+
+  /**
+   * Reads the supplies of an idle printer (status, then counters) and re-arms the poll. A card
+   * waits for it (awaitReady); a condition that now stops the printer stops it.
+   */
+  private readSupplies(): void {
+    if (this.options.supplyPollMs === undefined || this.supplyRead || !this.running) return;
+    if (this.snapshot.state !== "idle") return;
+    this.supplyRead = (async () => {
+      try {
+        const problem = await this.problemNow();
+        this.observeCounters(await this.options.printer.readCounters());
+        if (problem && this.running) {
+          this.set("stopped", problem);
+          this.recover();
+        }
+      } catch (err) {
+        // Stopping closes the printer under a read: nothing to report then.
+        if (!this.running) return;
+        this.log.warn({ err }, "supply read failed");
+        if (err instanceof DeviceError && err.device === "printer") {
+          this.set(err.code === "DEVICE_DISCONNECTED" ? "offline" : "stopped", err.code);
+          this.recover();
+        }
+      } finally {
+        this.supplyRead = undefined;
+        this.wakeWaiters();
+        this.scheduleSupplyRead();
+      }
+    })();
+  }
+
+  private scheduleSupplyRead(): void {
+    const every = this.options.supplyPollMs;
+    if (every === undefined || !this.running) return;
+    if (this.supplyTimer) this.options.clock.clearTimeout(this.supplyTimer);
+    const ms = this.readings.emptyFeeders.size > 0 ? Math.min(every, this.options.pollMs) : every;
+    this.supplyTimer = this.options.clock.setTimeout(() => {
+      this.supplyTimer = undefined;
+      if (this.snapshot.state === "idle") this.readSupplies();
+      else this.scheduleSupplyRead();
+    }, ms);
   }
 
   private set(state: PrinterState, reason?: string): void {

@@ -9,8 +9,10 @@ import type { PrinterSupervisor } from "../devices/printer-supervisor.js";
 import type { ProductionJob } from "../jobs/production-job.js";
 import type { JobState } from "../jobs/state-machine.js";
 import type { Logger } from "../log/logger.js";
+import { feedAfterInsertFailure } from "../stock/card-movement.js";
+import { type Route, StockRouter } from "../stock/stock-router.js";
 import type { JobRow, JobStore, OutboxEvent, StopDetails } from "../store/job-store.js";
-import type { Clock } from "../util/clock.js";
+import type { Clock, TimerHandle } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 import { REASONS, reasonForDeviceFault } from "./reasons.js";
 
@@ -34,8 +36,16 @@ export interface PipelineOptions {
   supervisor: PrinterSupervisor;
   /** The printer's built-in encoder or a separate one (drivers/magstripe/create-encoder.ts). */
   magstripe: MagstripeEncoder;
-  /** How long a job waits for a stopped or offline printer before it fails with the printer's reason. */
+  /**
+   * How long a job waits for a stopped or offline printer, or for its empty feeder, before it fails
+   * with the reason.
+   */
   holdWhileStoppedMs: number;
+  /**
+   * Picks each job's feeder by its card stock (docs/stock.md). Default: the printer's first feeder
+   * takes every job.
+   */
+  router?: StockRouter;
   /** The chip reader; absent on kiosks without one (a job with a chip part then fails). */
   chip?: ApduTransport;
   render: SideRenderer;
@@ -71,9 +81,18 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     (outcome: { canceled: boolean; state: JobState }) => void
   >();
 
+  private readonly router: StockRouter;
+
   constructor(private readonly options: PipelineOptions) {
     super();
     this.log = options.logger.child({ component: "pipeline" });
+    this.router =
+      options.router ??
+      new StockRouter([{ id: options.printer.capabilities.feeders[0] ?? "1", nearEmptyAt: 0 }], (f) =>
+        options.store.stock.lastLoadedStock(f),
+      );
+    // A feeder refilled (or found empty) changes which jobs may go next.
+    options.supervisor.on("feeders", () => this.wake());
   }
 
   start(): void {
@@ -108,11 +127,11 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
 
   private async loop(): Promise<void> {
     while (this.accepting) {
-      const row = this.options.store.nextReady();
+      const held = this.holds();
+      const nextDeadline = this.failExpiredHolds(held);
+      const row = this.options.store.nextReady(held.map((h) => h.stock));
       if (!row) {
-        await new Promise<void>((resolve) => {
-          this.wakeUp = resolve;
-        });
+        await this.idle(nextDeadline);
         continue;
       }
       try {
@@ -124,10 +143,84 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     }
   }
 
+  /**
+   * Stocks whose feeder is empty while another feeder still has cards: their jobs wait, the others
+   * go on (docs/stock.md). When every feeder is empty the printer itself is stopped (FEEDER_EMPTY)
+   * and jobs wait for it in awaitReady() as for any stop.
+   */
+  private holds(): Array<{ stock: string | null; since: number }> {
+    const empty = this.options.supervisor.emptyFeeders();
+    if (empty.size === 0) return [];
+    const feeders = this.options.printer.capabilities.feeders;
+    if (feeders.every((f) => empty.has(f))) return [];
+    const held: Array<{ stock: string | null; since: number }> = [];
+    for (const stock of this.options.store.readyStocks()) {
+      const route = this.router.route(stock);
+      const since = route && empty.get(route.feeder);
+      if (since !== undefined) held.push({ stock, since });
+    }
+    return held;
+  }
+
+  /**
+   * A held job fails FEEDER_EMPTY once it has waited `holdWhileStoppedMs` (counted from when it was
+   * accepted or its feeder emptied, whichever is later), as a job waiting for a stopped printer
+   * does. Returns the next such deadline.
+   */
+  private failExpiredHolds(held: Array<{ stock: string | null; since: number }>): number | undefined {
+    const now = this.options.clock.now();
+    let next: number | undefined;
+    for (const { stock, since } of held) {
+      for (const job of this.options.store.readyJobsOfStock(stock)) {
+        const deadline = Math.max(since, Date.parse(job.acceptedAt)) + this.options.holdWhileStoppedMs;
+        if (deadline > now) {
+          next = Math.min(next ?? deadline, deadline);
+          continue;
+        }
+        const feeder = this.router.route(stock)?.feeder;
+        this.log.warn(
+          { operationId: job.operationId, feeder },
+          "its feeder stayed empty past the hold bound; job fails",
+        );
+        this.move(job.operationId, "READY", "FAILED", {
+          reason: "FEEDER_EMPTY",
+          errorCode: "FEEDER_EMPTY",
+          error: `feeder ${feeder} empty`,
+        });
+      }
+    }
+    return next;
+  }
+
+  /** Waits for a wake-up (a push, a feeder change) or until `deadline`. */
+  private async idle(deadline: number | undefined): Promise<void> {
+    let timer: TimerHandle | undefined;
+    await new Promise<void>((resolve) => {
+      this.wakeUp = resolve;
+      if (deadline !== undefined) {
+        timer = this.options.clock.setTimeout(
+          () => this.wake(),
+          Math.max(0, deadline - this.options.clock.now()),
+        );
+      }
+    });
+    if (timer) this.options.clock.clearTimeout(timer);
+  }
+
   private async produce(row: JobRow): Promise<void> {
     const { store, printer } = this.options;
     const id = row.operationId;
     const log = this.log.child({ operationId: id, maskedPan: row.maskedPan ?? undefined });
+    const route = this.router.route(row.cardStock);
+    if (!route) {
+      log.warn({ cardStock: row.cardStock }, "no feeder holds the job's card stock; no card was used");
+      this.move(id, "READY", "FAILED", {
+        reason: REASONS.STOCK_NOT_LOADED,
+        errorCode: REASONS.STOCK_NOT_LOADED,
+        error: "no feeder holds the card stock",
+      });
+      return;
+    }
 
     let job: ProductionJob;
     let rendering: Promise<PrintSides>;
@@ -165,8 +258,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       return;
     }
 
-    // Committed before the printer moves: from here on a restart must never re-run this job.
-    this.move(id, "READY", "PRODUCING");
+    // Committed before the printer moves, with the feeder the card will come from: from here on a
+    // restart must never re-run this job, and knows whose card a card found inside is.
+    this.move(id, "READY", "PRODUCING", undefined, route);
     let sides: PrintSides;
     try {
       sides = await rendering;
@@ -192,7 +286,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     const data = job.productionData;
     try {
       enter("insert");
-      await printer.insertCard();
+      await this.insert(id, route);
       if (data.chip && data.chip.apdus.length > 0) {
         enter("chip");
         await printer.moveToContactStation();
@@ -248,8 +342,23 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       log.warn({ reason: stop.reason, step, err }, "card production stopped");
       // The status goes out first; clearing the card path may wait for an unplugged printer.
       this.move(id, state, "FAILED", stop);
-      await this.options.supervisor.afterFailure(err);
+      await this.options.supervisor.afterFailure(err, { feeder: route.feeder });
     }
+  }
+
+  /**
+   * Takes the card from the job's feeder and commits how far it got: the ledger counts it from
+   * that (agent/stock/card-movement.ts).
+   */
+  private async insert(id: string, route: Route): Promise<void> {
+    try {
+      await this.options.printer.insertCard(route.feeder);
+    } catch (err) {
+      const feed = feedAfterInsertFailure(err instanceof DeviceError ? err.code : undefined);
+      if (feed) this.options.store.markCardFed(id, feed);
+      throw err;
+    }
+    this.options.store.markCardFed(id, "fed");
   }
 
   /**
@@ -358,8 +467,8 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     });
   }
 
-  private move(operationId: string, from: JobState, to: JobState, stop?: StopDetails): void {
-    const event = this.options.store.transition(operationId, from, to, stop);
+  private move(operationId: string, from: JobState, to: JobState, stop?: StopDetails, route?: Route): void {
+    const event = this.options.store.transition(operationId, from, to, stop, route);
     if (event) this.options.onEvent(event);
     const cancel = this.cancelRequests.get(operationId);
     if (cancel && to !== "PRODUCING") {

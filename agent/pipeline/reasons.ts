@@ -15,6 +15,8 @@ export const REASONS = {
   /** D1 canceled the operation before the card was presented. */
   ISSUER_CANCEL: "ISSUER_CANCEL",
   RENDER_ERROR: "RENDER_ERROR",
+  /** The job's productionData.cardStock is in no feeder (printer.feeders); no card was used. */
+  STOCK_NOT_LOADED: "STOCK_NOT_LOADED",
   INTERNAL_ERROR: "INTERNAL_ERROR",
 } as const;
 

@@ -32,6 +32,16 @@ export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<
     const id = row.operationId;
     let decision = decide(row, position);
     log.warn({ operationId: id, state: row.state, position, outcome: decision.outcome }, "recovering a job");
+    if (
+      row.state === "PRODUCING" &&
+      row.fedFrom !== null &&
+      row.cardFed !== "fed" &&
+      row.cardFed !== "misfed"
+    ) {
+      // It died inside the insert: a card in the printer is this job's, taken by a feed that never
+      // answered (docs/stock.md); none there means none was taken.
+      store.markCardFed(id, position === "NONE" ? null : "misfed");
+    }
     if (decision.clear) {
       // A retract is recorded before it is sent, so dying inside it again leads to the same decision.
       if (row.state === "PRESENTED" && position === "MOUTH") {

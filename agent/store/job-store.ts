@@ -2,10 +2,12 @@ import { randomUUID } from "node:crypto";
 import Database from "better-sqlite3";
 import { type D1Status, type Operation, topLevelStatus } from "../d1/operation.js";
 import { type FromState, isTerminal, type JobState, transitionEvent } from "../jobs/state-machine.js";
+import { type CardFeed, movementFor } from "../stock/card-movement.js";
 import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 import { migrate } from "./migrations.js";
 import type { SealedBox } from "./sealed-box.js";
+import { StockLedger } from "./stock-ledger.js";
 
 export interface JobRow {
   operationId: string;
@@ -19,6 +21,13 @@ export interface JobRow {
   collectTimeoutSec: number | null;
   /** Set while a retract from the mouth is under way: the reason it ends the job with. */
   retractReason: string | null;
+  /** The stock the job asked for (productionData.cardStock). */
+  cardStock: string | null;
+  /** The feeder its card is taken from and the stock the ledger counts it under (set before the insert). */
+  fedFrom: string | null;
+  fedStock: string | null;
+  /** How far its card got out of the feeder (agent/stock/card-movement.ts). */
+  cardFed: CardFeed | null;
   acceptedAt: string;
   endedAt: string | null;
   updatedAt: string;
@@ -58,6 +67,8 @@ export type AcceptInput = (
       jobJson: string;
       maskedPan?: string;
       collectTimeoutSec?: number;
+      /** productionData.cardStock. */
+      cardStock?: string;
     }
   | {
       kind: "data-exception";
@@ -88,6 +99,10 @@ interface RawJobRow {
   masked_pan: string | null;
   collect_timeout_sec: number | null;
   retract_reason: string | null;
+  card_stock: string | null;
+  fed_from: string | null;
+  fed_stock: string | null;
+  card_fed: CardFeed | null;
   accepted_at: string;
   ended_at: string | null;
   updated_at: string;
@@ -103,15 +118,19 @@ interface RawEventRow {
 }
 
 const JOB_COLUMNS =
-  "operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan, collect_timeout_sec, retract_reason, accepted_at, ended_at, updated_at";
+  "operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan, collect_timeout_sec, retract_reason, card_stock, fed_from, fed_stock, card_fed, accepted_at, ended_at, updated_at";
 
 /**
  * The job store: a real SQLite file in WAL mode with synchronous=FULL, so a job D1 was told we
  * accepted survives a power cut. Every state change is a guarded UPDATE (… WHERE state = ?) and its
  * D1 event is inserted into the outbox in the same transaction: a status is never lost or invented.
+ * The move that ends a job whose card left the feeder also writes that card's stock-ledger movement
+ * (agent/stock/card-movement.ts), in the same transaction: a card is counted once, and never lost.
  */
 export class JobStore {
   readonly db: Database.Database;
+  /** The card-stock ledger, in the same database (docs/stock.md). */
+  readonly stock: StockLedger;
   private readonly statements;
 
   constructor(
@@ -131,13 +150,14 @@ export class JobStore {
     this.db.pragma("cache_size = -2000");
     migrate(this.db);
     this.scrubWal();
+    this.stock = new StockLedger(this.db, clock);
     this.statements = {
       getJob: this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE operation_id = ?`),
       insertJob: this.db.prepare(
         `INSERT INTO jobs (operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan,
-           sealed_job, collect_timeout_sec, accepted_at, ended_at, updated_at, queue_seq)
+           sealed_job, collect_timeout_sec, card_stock, accepted_at, ended_at, updated_at, queue_seq)
          VALUES (@operationId, @cardId, @issuerRequestId, @state, @reason, @errorCode, @error, @maskedPan,
-           @sealedJob, @collectTimeoutSec, @acceptedAt, @endedAt, @acceptedAt,
+           @sealedJob, @collectTimeoutSec, @cardStock, @acceptedAt, @endedAt, @acceptedAt,
            (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs))`,
       ),
       update: this.db.prepare(
@@ -152,7 +172,21 @@ export class JobStore {
       ),
       sealedJob: this.db.prepare("SELECT sealed_job FROM jobs WHERE operation_id = ?"),
       nextReady: this.db.prepare(
-        `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'READY' ORDER BY queue_seq LIMIT 1`,
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'READY'
+           AND COALESCE(card_stock, '') NOT IN (SELECT value FROM json_each(?)) ORDER BY queue_seq LIMIT 1`,
+      ),
+      readyStocks: this.db.prepare(
+        "SELECT DISTINCT card_stock FROM jobs WHERE state = 'READY' ORDER BY card_stock",
+      ),
+      readyOfStock: this.db.prepare(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'READY' AND COALESCE(card_stock, '') = ? ORDER BY queue_seq`,
+      ),
+      route: this.db.prepare(
+        "UPDATE jobs SET fed_from = ?, fed_stock = ? WHERE operation_id = ? AND state = 'PRODUCING'",
+      ),
+      setFed: this.db.prepare("UPDATE jobs SET card_fed = ? WHERE operation_id = ?"),
+      unknownFeeds: this.db.prepare(
+        `SELECT ${JOB_COLUMNS} FROM jobs WHERE card_fed = 'unknown' ORDER BY queue_seq DESC`,
       ),
       inStates: this.db.prepare(
         `SELECT ${JOB_COLUMNS} FROM jobs WHERE state IN (SELECT value FROM json_each(?)) ORDER BY queue_seq`,
@@ -251,12 +285,27 @@ export class JobStore {
         maskedPan: input.kind === "valid" ? (input.maskedPan ?? null) : null,
         collectTimeoutSec: input.kind === "valid" ? (input.collectTimeoutSec ?? null) : null,
         retractReason: null,
+        cardStock: input.kind === "valid" ? (input.cardStock ?? null) : null,
+        fedFrom: null,
+        fedStock: null,
+        cardFed: null,
         acceptedAt: now,
         endedAt: to === "DATA_EXCEPTION" ? now : null,
         updatedAt: now,
       };
       this.statements.insertJob.run({
-        ...row,
+        operationId: row.operationId,
+        cardId: row.cardId,
+        issuerRequestId: row.issuerRequestId,
+        state: row.state,
+        reason: row.reason,
+        errorCode: row.errorCode,
+        error: row.error,
+        maskedPan: row.maskedPan,
+        collectTimeoutSec: row.collectTimeoutSec,
+        cardStock: row.cardStock,
+        acceptedAt: row.acceptedAt,
+        endedAt: row.endedAt,
         sealedJob: input.kind === "valid" ? this.box.seal(input.jobJson, input.operationId) : null,
       });
       const event = this.writeEvent(row, transitionEvent("NEW", to)!);
@@ -286,7 +335,14 @@ export class JobStore {
    * Moves a job from `from` to `to` if the table allows it and the job is still in `from`; writes the
    * move's D1 event in the same transaction. Terminal moves purge the sealed production data.
    */
-  transition(operationId: string, from: JobState, to: JobState, stop: StopDetails = {}): OutboxEvent | null {
+  transition(
+    operationId: string,
+    from: JobState,
+    to: JobState,
+    stop: StopDetails = {},
+    /** READY → PRODUCING: the feeder its card will come from, committed with the move. */
+    route?: { feeder: string; ledgerStock: string },
+  ): OutboxEvent | null {
     const d1Status = transitionEvent(from as FromState, to);
     if (d1Status === undefined) {
       throw new StoreError(
@@ -309,6 +365,7 @@ export class JobStore {
         now,
         purge: terminal ? 1 : 0,
       }).changes;
+      if (changed === 1 && route) this.statements.route.run(route.feeder, route.ledgerStock, operationId);
       const row = this.get(operationId);
       if (changed === 0) {
         if (!row) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} is not in the store`);
@@ -316,6 +373,7 @@ export class JobStore {
       }
       const written = d1Status === null ? null : this.writeEvent(row!, d1Status);
       this.writeAudit("TRANSITION", row!, from, d1Status);
+      if (terminal) this.recordCardMovement(row!, from);
       return written;
     })();
     // After the caller has sent the status (same turn): the checkpoint must not delay CARD_PROD_DONE.
@@ -335,6 +393,37 @@ export class JobStore {
     if (changed === 0) throw new StoreError("STALE_STATE", `job ${operationId} is not PRESENTED`);
   }
 
+  /** How far the job's card got out of the feeder; committed before the job's next move. */
+  markCardFed(operationId: string, feed: CardFeed | null): void {
+    this.commitBatch();
+    this.statements.setFed.run(feed, operationId);
+  }
+
+  /**
+   * The card path was looked at after inserts that never answered: a card found there is the newest
+   * such job's (MISFEED, counted now); every other one took no card.
+   */
+  resolveUnknownFeeds(cardFound: boolean): void {
+    const pending = (this.statements.unknownFeeds.all() as RawJobRow[]).map(toJobRow);
+    if (pending.length === 0) return;
+    this.commitBatch();
+    this.db.transaction(() => {
+      pending.forEach((row, i) => {
+        const misfed = cardFound && i === 0;
+        this.statements.setFed.run(misfed ? "misfed" : null, row.operationId);
+        if (misfed && row.fedFrom && row.fedStock) {
+          this.stock.record({
+            feeder: row.fedFrom,
+            stock: row.fedStock,
+            kind: "spoiled",
+            reason: "MISFEED",
+            operationId: row.operationId,
+          });
+        }
+      });
+    })();
+  }
+
   get(operationId: string): JobRow | undefined {
     const raw = this.statements.getJob.get(operationId) as RawJobRow | undefined;
     return raw && toJobRow(raw);
@@ -348,9 +437,23 @@ export class JobStore {
     return this.box.open(row.sealed_job, operationId);
   }
 
-  nextReady(): JobRow | undefined {
-    const raw = this.statements.nextReady.get() as RawJobRow | undefined;
+  /** The oldest READY job, skipping jobs for the stocks in `held` (null: jobs that name no stock). */
+  nextReady(held: ReadonlyArray<string | null> = []): JobRow | undefined {
+    const skip = JSON.stringify(held.map((s) => s ?? ""));
+    const raw = this.statements.nextReady.get(skip) as RawJobRow | undefined;
     return raw && toJobRow(raw);
+  }
+
+  /** The stocks READY jobs ask for (null: jobs that name none). */
+  readyStocks(): Array<string | null> {
+    return (this.statements.readyStocks.all() as Array<{ card_stock: string | null }>).map(
+      (r) => r.card_stock,
+    );
+  }
+
+  /** READY jobs asking for `stock` (null: naming none), oldest first. */
+  readyJobsOfStock(stock: string | null): JobRow[] {
+    return (this.statements.readyOfStock.all(stock ?? "") as RawJobRow[]).map(toJobRow);
   }
 
   jobsIn(states: JobState[]): JobRow[] {
@@ -435,6 +538,18 @@ export class JobStore {
 
   outboxDepth(): number {
     return (this.statements.unackedCount.get() as { n: number }).n;
+  }
+
+  /** The ledger movement of a job's card, by the one table (agent/stock/card-movement.ts). */
+  private recordCardMovement(row: JobRow, from: JobState): void {
+    const movement = movementFor(row.cardFed, from, row.state);
+    if (!movement || !row.fedFrom || !row.fedStock) return;
+    this.stock.record({
+      feeder: row.fedFrom,
+      stock: row.fedStock,
+      ...movement,
+      operationId: row.operationId,
+    });
   }
 
   private writeEvent(row: JobRow, d1Status: D1Status): OutboxEvent {
@@ -540,6 +655,10 @@ function toJobRow(r: RawJobRow): JobRow {
     maskedPan: r.masked_pan,
     collectTimeoutSec: r.collect_timeout_sec,
     retractReason: r.retract_reason,
+    cardStock: r.card_stock,
+    fedFrom: r.fed_from,
+    fedStock: r.fed_stock,
+    cardFed: r.card_fed,
     acceptedAt: r.accepted_at,
     endedAt: r.ended_at,
     updatedAt: r.updated_at,

@@ -102,6 +102,105 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       CREATE INDEX jobs_by_queue_seq ON jobs(queue_seq);
     `,
   },
+  {
+    version: 5,
+    sql: `
+      -- The card-stock ledger (docs/stock.md): every movement of card blanks, per feeder and stock.
+      -- A job's card is one row (operation_id UNIQUE: never counted twice), written in the
+      -- transaction that ends the job; loads, returns and adjustments are the technician's.
+      -- Append-only, like the audit trail.
+      CREATE TABLE stock_ledger (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        at              TEXT NOT NULL,
+        feeder          TEXT NOT NULL,
+        stock           TEXT NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('loaded','issued','spoiled','returned','adjusted')),
+        reason          TEXT CHECK (reason IN ('REJECTED_AFTER_PRINT','CAPTURED_NOT_TAKEN','MISFEED',
+                                               'TEST_CARD','CANCELED_IN_PRODUCTION')),
+        quantity        INTEGER NOT NULL,   -- cards; signed for 'adjusted', positive otherwise
+        operation_id    TEXT UNIQUE,        -- the job whose card this was (NULL: a technician's movement)
+        operator        TEXT,
+        second_operator TEXT,               -- dual control: an adjustment above the threshold
+        note            TEXT,
+        CHECK ((kind = 'spoiled') = (reason IS NOT NULL)),
+        CHECK (kind = 'adjusted' OR quantity > 0)
+      );
+      CREATE INDEX stock_by_feeder ON stock_ledger(feeder, stock, seq);
+      CREATE INDEX stock_by_time ON stock_ledger(at);
+      CREATE TRIGGER stock_ledger_no_update BEFORE UPDATE ON stock_ledger
+        BEGIN SELECT RAISE(ABORT, 'stock_ledger is append-only'); END;
+      CREATE TRIGGER stock_ledger_no_delete BEFORE DELETE ON stock_ledger
+        BEGIN SELECT RAISE(ABORT, 'stock_ledger is append-only'); END;
+
+      -- Where a job's card comes from. card_stock: the stock the job asked for (productionData.cardStock,
+      -- not a secret; the pipeline skips jobs whose feeder is empty by it). fed_from / fed_stock: the
+      -- feeder routed to and the stock the ledger counts there, committed before the insert (intent).
+      -- card_fed: 'fed' once the printer took the card, 'misfed' when the feed itself failed with a
+      -- card taken, 'unknown' when the insert ended without an answer (resolved by the next look at
+      -- the card path). The job's ledger movement is derived from these and its last move.
+      ALTER TABLE jobs ADD COLUMN card_stock TEXT;
+      ALTER TABLE jobs ADD COLUMN fed_from TEXT;
+      ALTER TABLE jobs ADD COLUMN fed_stock TEXT;
+      ALTER TABLE jobs ADD COLUMN card_fed TEXT CHECK (card_fed IN ('fed','misfed','unknown'));
+
+      -- The printer's own inserted-cards counter, read at start and after every card, beside the
+      -- ledger's count of fed cards at that moment: the two are compared, never reconciled silently.
+      CREATE TABLE printer_counter_log (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        at             TEXT NOT NULL,
+        cards_inserted INTEGER NOT NULL,
+        ledger_fed     INTEGER NOT NULL
+      );
+
+      -- A bin (reject box, capture bin) emptied by a technician: its count starts again.
+      CREATE TABLE bin_log (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       TEXT NOT NULL,
+        bin      TEXT NOT NULL,
+        cards    INTEGER NOT NULL,   -- how many the technician took out
+        operator TEXT NOT NULL
+      );
+
+      -- The audit trail gains the stock, bin and technician events (a CHECK cannot be altered in
+      -- place): the same rows, copied in order, into a table that allows them, with a detail column.
+      DROP TRIGGER audit_log_no_update;
+      DROP TRIGGER audit_log_no_delete;
+      DROP INDEX audit_by_operation;
+      DROP INDEX audit_by_time;
+      ALTER TABLE audit_log RENAME TO audit_log_v4;
+      CREATE TABLE audit_log (
+        seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+        at                TEXT NOT NULL,
+        event             TEXT NOT NULL CHECK (event IN ('ACCEPTED','TRANSITION','REFUSED','BACKFILL',
+                                                         'STOCK','BIN','TECHNICIAN')),
+        operation_id      TEXT,
+        card_id           TEXT,
+        issuer_request_id TEXT,
+        from_state        TEXT,
+        to_state          TEXT,
+        d1_status         TEXT,
+        reason            TEXT,
+        error_code        TEXT,
+        error             TEXT,
+        masked_pan        TEXT,
+        request_id        TEXT,
+        pushed_by         TEXT,
+        detail            TEXT             -- STOCK / BIN / TECHNICIAN: what moved or what was run, JSON
+      );
+      INSERT INTO audit_log (seq, at, event, operation_id, card_id, issuer_request_id, from_state, to_state,
+                             d1_status, reason, error_code, error, masked_pan, request_id, pushed_by)
+        SELECT seq, at, event, operation_id, card_id, issuer_request_id, from_state, to_state, d1_status,
+               reason, error_code, error, masked_pan, request_id, pushed_by
+        FROM audit_log_v4 ORDER BY seq;
+      DROP TABLE audit_log_v4;
+      CREATE INDEX audit_by_operation ON audit_log(operation_id, seq);
+      CREATE INDEX audit_by_time ON audit_log(at);
+      CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    `,
+  },
 ];
 
 export function migrate(db: Database.Database): void {

@@ -28,8 +28,8 @@ export interface CardPrinter {
   open(options?: OpenOptions): Promise<void>;
   close(): Promise<void>;
 
-  /** Takes a blank from the feeder into the printer. */
-  insertCard(): Promise<void>;
+  /** Takes a blank from `feeder` (one of `capabilities.feeders`; default the first) into the printer. */
+  insertCard(feeder?: string): Promise<void>;
   /** Parks the card at the contact station for the chip step (APDUs go through PC/SC, not here). */
   moveToContactStation(): Promise<void>;
   /** Prints the given sides (images of `capabilities.printArea`); the card stays inside. */
@@ -50,6 +50,15 @@ export interface CardPrinter {
 
   readStatus(): Promise<PrinterStatus>;
   readCounters(): Promise<PrinterCounters>;
+
+  /** Technician maintenance (docs/stock.md): a cleaning cycle with a cleaning card. */
+  runCleaning(): Promise<void>;
+  /** Technician maintenance: the printer restarts its firmware; settings are applied again after it. */
+  resetPrinter(): Promise<void>;
+  /** Technician maintenance: the printer's own test card, from `feeder`; it uses one blank. */
+  printTestCard(feeder?: string): Promise<void>;
+  /** Technician maintenance: whatever card is inside goes out through the mouth. */
+  ejectCard(): Promise<void>;
 }
 
 export interface OpenOptions {
@@ -70,6 +79,8 @@ export interface PrinterCapabilities {
   family: string;
   /** The renderer's canvas: one side as the cardholder sees it, in the printer's dots. */
   printArea: PrintArea;
+  /** The feeders the agent takes cards from (the configuration's ids), first = default. */
+  feeders: readonly string[];
   /** Sides the printer can print without a person turning the card. */
   sides: ReadonlyArray<"front" | "back">;
   magstripeEncoder: boolean;
@@ -90,15 +101,31 @@ export interface PrinterStatus {
   stopReasons: DeviceFault[];
   /** Conditions that let production go on but need someone soon (CUPS `*-warning`). */
   warnings: PrinterWarning[];
+  /**
+   * Each feeder's sensors. An empty feeder holds only the jobs of its stock; FEEDER_EMPTY is among
+   * the stop reasons only when every feeder is empty.
+   */
+  feeders: FeederStatus[];
+  /** `advised`: clean soon (a warning); `required`: the printer refuses to print until cleaned. */
+  cleaning: "none" | "advised" | "required";
   ribbon?: { remaining?: number; capacity?: number };
 }
 
-export type PrinterWarning = "FEEDER_NEAR_EMPTY" | "RIBBON_LOW";
+export interface FeederStatus {
+  id: string;
+  empty: boolean;
+  /** The feeder's own near-empty sensor (the ledger's balance is the agent's business). */
+  nearEmpty: boolean;
+}
+
+export type PrinterWarning = "FEEDER_NEAR_EMPTY" | "RIBBON_LOW" | "CLEANING_ADVISED";
 
 export interface PrinterCounters {
   /** Cards the printer took in over its life, as its own counter says. */
   cardsInserted?: number;
   panelsPrinted?: number;
+  /** Cleaning cycles the printer ran over its life: a cleaning done at the printer shows here too. */
+  cleanings?: number;
 }
 
 export interface PrinterIdentity {

@@ -19,6 +19,8 @@ export interface PrinterConfig {
   timeouts: EvolisTimeouts;
   replyIdleGapMs: number;
   takePollMs: number;
+  /** The feeders (ids) cards are taken from; the first is the default. */
+  feeders: ReadonlyArray<{ id: string }>;
 }
 
 export interface PrinterDeps {
@@ -45,6 +47,7 @@ export function createPrinter(config: PrinterConfig, deps: PrinterDeps): CardPri
         timeouts: config.timeouts,
         replyIdleGapMs: config.replyIdleGapMs,
         takePollMs: config.takePollMs,
+        feeders: config.feeders.map((f) => f.id),
       });
   }
 }

@@ -88,6 +88,8 @@ export interface FaultOptions extends FaultArming {
   factor?: number;
   /** `garbage`: send the real reply after the noise instead of losing it. */
   thenReply?: boolean;
+  /** `feeder-empty` persistent: only this feeder reads empty (default every feeder). */
+  feeder?: string;
 }
 
 export type ArmedFault = ArmedFaultOf<PrinterFaultName, FaultEffect, FaultOptions>;

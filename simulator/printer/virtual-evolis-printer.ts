@@ -32,6 +32,10 @@ export interface CardRecord {
   front?: CardImage;
   back?: CardImage;
   tracks: Array<{ n: number; sha256: string; maskedPan?: string }>;
+  /** The feeder it came from. */
+  feeder: string;
+  /** The printer's own test card (`St`), not a job's. */
+  testCard?: boolean;
   outcome: CardOutcome;
   endedAt?: number;
 }
@@ -60,8 +64,13 @@ export type ReplyTerminator = "NUL" | "CR" | "CRLF" | "none";
 export interface VirtualPrinterOptions {
   /** Timers for latency, card taking, the bezel delay and replug. Default systemClock. */
   clock?: Clock;
-  /** Default 100. */
+  /** Cards in the (single) feeder "1". Default 100. Ignored when `feeders` is given. */
   feederCards?: number;
+  /**
+   * Several feeders (an Evolis with a feeder module: `Piem` picks one, `Sk` reads them), id → cards.
+   * Ids "1" and "2".
+   */
+  feeders?: Record<string, number>;
   /** `Rse;n` reads "near empty" at or below this many cards. Default 10. */
   feederNearEmptyAt?: number;
   /** Panels the ribbon can still print. Default 1000. */
@@ -70,8 +79,10 @@ export interface VirtualPrinterOptions {
   ribbonCapacity?: number;
   /** Cards the reject box holds before `Rlr;h` reads CARD and `Ser` answers HOPPER FULL. Default 50. */
   rejectBoxCapacity?: number;
-  /** After this many cards since the last cleaning the printer asks for one. Default: never. */
-  cleaningEveryCards?: number;
+  /** After this many cards since the last cleaning `Rlr;r` reads `ERR NEED CLEANING`. Default: never. */
+  cleaningAdvisedAfterCards?: number;
+  /** After this many cards since the last cleaning prints are refused with `ERR NEED CLEANING`. Default: never. */
+  cleaningRequiredAfterCards?: number;
   /** The simulated cardholder takes a presented card after this long; null: nobody ever does. Default 200. */
   takeAfterMs?: number | null;
   /** Default 0 everywhere: answer on the next turn of the event loop. */
@@ -138,7 +149,9 @@ export const POWER_ON_SETTINGS: Readonly<EvolisSettings> = {
 
 export interface VirtualPrinterState {
   position: SimulatedPosition;
+  /** Cards in feeder "1" (the only one of a single-feeder printer). */
   feederCards: number;
+  feeders: Record<string, number>;
   ribbonPanels: number;
   rejectBox: { count: number; capacity: number };
   coverOpen: boolean;
@@ -182,12 +195,17 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
 
   private settings: EvolisSettings = { ...POWER_ON_SETTINGS };
   private position: SimulatedPosition = "NONE";
-  private feederCards: number;
+  private readonly feeders = new Map<string, number>();
+  /** `Piem` p1: 0 automatic, 1 / 2 that feeder, 3 alternately. */
+  private insertFrom = "0";
+  private lastFed = "1";
   private readonly feederNearEmptyAt: number;
   private ribbonPanels: number;
   private readonly ribbonCapacity: number;
   private readonly rejectBox: { count: number; capacity: number };
-  private readonly cleaningEveryCards: number | undefined;
+  private readonly cleaningAdvisedAfterCards: number | undefined;
+  private readonly cleaningRequiredAfterCards: number | undefined;
+  private cleanings = 0;
   private cardsSinceCleaning = 0;
   private readonly counters = { cardsInserted: 0, panelsPrinted: 0 };
   private current: CardRecord | undefined;
@@ -220,12 +238,15 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
     this.takeAfterMs = options.takeAfterMs === undefined ? 200 : options.takeAfterMs;
     this.terminator = TERMINATORS[options.replyTerminator ?? "NUL"];
     this.magReadBack = options.magReadBack ?? "rmb";
-    this.feederCards = options.feederCards ?? 100;
+    for (const [id, cards] of Object.entries(options.feeders ?? { "1": options.feederCards ?? 100 })) {
+      this.feeders.set(id, cards);
+    }
     this.feederNearEmptyAt = options.feederNearEmptyAt ?? 10;
     this.ribbonPanels = options.ribbonPanels ?? 1000;
     this.ribbonCapacity = options.ribbonCapacity ?? this.ribbonPanels;
     this.rejectBox = { count: 0, capacity: options.rejectBoxCapacity ?? 50 };
-    this.cleaningEveryCards = options.cleaningEveryCards;
+    this.cleaningAdvisedAfterCards = options.cleaningAdvisedAfterCards;
+    this.cleaningRequiredAfterCards = options.cleaningRequiredAfterCards;
     this.random = mulberry32(options.seed ?? 1);
     this.keepRecords = Math.max(0, options.keepRecords ?? 1000);
   }
@@ -266,8 +287,8 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
     this.loadedTracks.clear();
   }
 
-  loadFeeder(cards: number): void {
-    this.feederCards += cards;
+  loadFeeder(cards: number, feeder = "1"): void {
+    this.feeders.set(feeder, (this.feeders.get(feeder) ?? 0) + cards);
   }
 
   emptyRejectBox(): number {
@@ -284,7 +305,8 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
   get state(): VirtualPrinterState {
     return {
       position: this.position,
-      feederCards: this.feederCards,
+      feederCards: this.feeders.get("1") ?? 0,
+      feeders: Object.fromEntries(this.feeders),
       ribbonPanels: this.ribbonPanels,
       rejectBox: { ...this.rejectBox },
       coverOpen: this.persistent("cover-open"),
@@ -375,7 +397,9 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
   }
 
   private refusal(fired: ArmedFault[], step: string): Outcome | undefined {
-    for (const { effect } of fired) {
+    for (const { name, effect, options } of fired) {
+      // One feeder empty: the feeder sensors say so, and only an insert from that feeder is refused.
+      if (name === "feeder-empty" && options.feeder !== undefined) continue;
       if (effect.kind === "jam") return this.jam(effect.reply);
       if (effect.kind === "refuse") {
         // An error ends a print sequence: the loaded panels are dropped.
@@ -452,6 +476,35 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
       case "Mr":
       case "Ppws":
         return params.length > 0 ? ok() : bad;
+      case "Piem":
+        // Guide p.21: p1 0 automatic, 1 / 2 that feeder, 3 alternately; p2 the output (not modelled).
+        if (!/^[0-3]$/.test(p(0)) || (p(0) === "2" && !this.feeders.has("2"))) return bad;
+        this.insertFrom = p(0);
+        return ok();
+      case "Sk":
+        // The feeder module of printers that have one (guide p.64).
+        if (this.feeders.size < 2) return answer("OPT NOT AVAILABLE");
+        if (p(0) === "f") return answer(this.feederBits((id) => this.feederEmpty(id)));
+        if (p(0) === "w") {
+          return answer(
+            this.feederBits(
+              (id) => !this.feederEmpty(id) && (this.feeders.get(id) ?? 0) <= this.feederNearEmptyAt,
+            ),
+          );
+        }
+        if (p(0) === "s") return ok();
+        return bad;
+      case "Scp":
+        // A cleaning card goes through; a card in the path is in the way.
+        if (this.position !== "NONE") return answer("ERR CARD");
+        this.cardsSinceCleaning = 0;
+        this.cleanings++;
+        return ok("printMs");
+      case "Srs":
+        this.powerCycle();
+        return ok("printMs");
+      case "St":
+        return this.testCard();
       case "Rtp":
         return answer("Evolis KC200B (simulated)");
       case "Rsn":
@@ -532,7 +585,7 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
               this.position === "INSIDE" ? "CARD" : this.position === "CONTACT" ? "SMART CARD" : "OK",
             );
           case "r":
-            return answer(this.cleaningDue() ? "ERR NEED CLEANING" : "OK");
+            return answer(this.cleaningAdvised() ? "ERR NEED CLEANING" : "OK");
           case "h":
             return answer(this.rejectBox.count >= this.rejectBox.capacity ? "CARD" : "NO CARD");
           default:
@@ -548,7 +601,8 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
       case "Rco":
         if (p(0) === "c") return answer(String(this.counters.cardsInserted));
         if (p(0) === "p") return answer(String(this.counters.panelsPrinted));
-        if (["a", "m", "n"].includes(p(0))) return answer("0");
+        if (p(0) === "n") return answer(String(this.cleanings));
+        if (["a", "m"].includes(p(0))) return answer("0");
         return bad;
     }
   }
@@ -560,9 +614,11 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
       case "b":
         return volts(this.position === "MOUTH" ? VOLTS.mouthCard : VOLTS.mouthEmpty);
       case "f":
-        return volts(this.feederCards > 0 && !this.persistent("feeder-empty") ? VOLTS.high : VOLTS.low);
+        return volts(this.feederEmpty("1") ? VOLTS.low : VOLTS.high);
       case "n":
-        return volts(this.feederCards <= this.feederNearEmptyAt ? VOLTS.nearEmpty : VOLTS.notNearEmpty);
+        return volts(
+          (this.feeders.get("1") ?? 0) <= this.feederNearEmptyAt ? VOLTS.nearEmpty : VOLTS.notNearEmpty,
+        );
       case "o":
         return volts(this.persistent("cover-open") ? VOLTS.low : VOLTS.high);
       case "p":
@@ -607,7 +663,7 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
     this.sequence = undefined;
     if (this.position === "MOUTH") return { reply: "ERR CARD", latency: "commandMs" };
     if (this.persistent("cover-open")) return { reply: "COVER OPEN", latency: "printMs" };
-    if (this.cleaningDue()) return { reply: "ERR NEED CLEANING", latency: "printMs" };
+    if (this.cleaningRequired()) return { reply: "ERR NEED CLEANING", latency: "printMs" };
     const panels = [sequence.front, sequence.back].filter((p) => p !== undefined).length;
     if (this.persistent("ribbon-out") || this.ribbonPanels < panels) {
       return { reply: "ERROR RIBBON", latency: "printMs" };
@@ -629,6 +685,20 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
       card.backInkDots = inkCount(card.back);
     }
     if (this.settings.ejectAfterPrint && this.settings.ejectAllowed) this.eject(cardNotTaken);
+    return { reply: "OK", latency: "printMs" };
+  }
+
+  /** `St` (guide p.45): a card from the feeder, the printer's own test pattern, out through the exit. */
+  private testCard(): Outcome {
+    if (this.position !== "NONE") return { reply: "ERR CARD", latency: "commandMs" };
+    if (this.persistent("ribbon-out") || this.ribbonPanels < 1)
+      return { reply: "ERROR RIBBON", latency: "printMs" };
+    const fed = this.feed("INSIDE");
+    if (fed.reply !== "OK") return fed;
+    this.ribbonPanels--;
+    this.counters.panelsPrinted++;
+    this.current!.testCard = true;
+    this.eject(false);
     return { reply: "OK", latency: "printMs" };
   }
 
@@ -711,10 +781,10 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
 
   /** Takes a card from the feeder to `position`; `FEEDER EMPTY` when there is none. */
   private feed(position: "INSIDE" | "CONTACT"): Outcome {
-    if (this.feederCards <= 0 || this.persistent("feeder-empty")) {
-      return { reply: "FEEDER EMPTY", latency: "commandMs" };
-    }
-    this.feederCards--;
+    const feeder = this.feederToUse();
+    if (feeder === undefined) return { reply: "FEEDER EMPTY", latency: "commandMs" };
+    this.feeders.set(feeder, this.feeders.get(feeder)! - 1);
+    this.lastFed = feeder;
     this.counters.cardsInserted++;
     this.cardsSinceCleaning++;
     this.position = position;
@@ -728,6 +798,7 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
       frontInkDots: 0,
       backInkDots: 0,
       tracks: [],
+      feeder: this.lastFed,
       outcome: "in-printer",
     };
     this.current = card;
@@ -738,13 +809,48 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
 
   /** A jam takes a card from the feeder and leaves it inside, where `Ser` can clear it. */
   private jam(reply: string): Outcome {
-    if (this.position === "NONE" && this.feederCards > 0) this.feed("INSIDE");
+    if (this.position === "NONE" && this.feederToUse() !== undefined) this.feed("INSIDE");
     return { reply, latency: "commandMs" };
   }
 
-  private cleaningDue(): boolean {
+  private cleaningAdvised(): boolean {
     if (this.persistent("needs-cleaning")) return true;
-    return this.cleaningEveryCards !== undefined && this.cardsSinceCleaning > this.cleaningEveryCards;
+    const after = this.cleaningAdvisedAfterCards ?? this.cleaningRequiredAfterCards;
+    return after !== undefined && this.cardsSinceCleaning >= after;
+  }
+
+  private cleaningRequired(): boolean {
+    if (this.persistent("needs-cleaning")) return true;
+    const after = this.cleaningRequiredAfterCards;
+    return after !== undefined && this.cardsSinceCleaning >= after;
+  }
+
+  /** The feeder the next insert takes from (`Piem`), or undefined when it (or every one) is empty. */
+  private feederToUse(): string | undefined {
+    const ids = [...this.feeders.keys()].sort();
+    const usable = (id: string) => !this.feederEmpty(id);
+    if (this.insertFrom === "1" || this.insertFrom === "2")
+      return usable(this.insertFrom) ? this.insertFrom : undefined;
+    if (this.insertFrom === "3") {
+      const next = ids.find((id) => id !== this.lastFed && usable(id));
+      return next ?? (usable(this.lastFed) ? this.lastFed : undefined);
+    }
+    return ids.find(usable);
+  }
+
+  private feederEmpty(id: string): boolean {
+    const faulted = this.faults.some(
+      (f) => f.name === "feeder-empty" && f.persistent && (f.options.feeder ?? id) === id,
+    );
+    if (faulted) return true;
+    return (this.feeders.get(id) ?? 0) <= 0;
+  }
+
+  /** `Sk;f` / `Sk;w` (guide p.64): bit 1 feeder 1, bit 2 feeder 2. */
+  private feederBits(test: (id: string) => boolean): string {
+    let bits = 0;
+    for (const id of this.feeders.keys()) if (test(id)) bits |= id === "1" ? 1 : 2;
+    return String(bits);
   }
 
   private endCard(

@@ -101,6 +101,8 @@ describe("stopping while a READY job is held for a stopped printer (pipeline)", 
     let ready: (outcome: { ready: true }) => void = () => undefined;
     const jobEnded = vi.fn();
     const supervisor = {
+      on: () => supervisor,
+      emptyFeeders: () => new Map(),
       awaitReady: () =>
         new Promise<{ ready: true }>((resolve) => {
           ready = resolve;

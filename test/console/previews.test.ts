@@ -188,7 +188,15 @@ describe("card previews from what the virtual printer received", () => {
 
   it("a card with nothing printed (jammed at the feeder) gets no picture", () => {
     const preview = previewCard(
-      { serial: 4, insertedAt: 0, frontInkDots: 0, backInkDots: 0, tracks: [], outcome: "rejected" },
+      {
+        serial: 4,
+        insertedAt: 0,
+        frontInkDots: 0,
+        backInkDots: 0,
+        tracks: [],
+        feeder: "1",
+        outcome: "rejected",
+      },
       { front: [], back: [] },
     );
     expect(preview).toMatchObject({ serial: 4, outcome: "rejected", masked: {} });

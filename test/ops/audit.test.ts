@@ -54,7 +54,15 @@ describe("audit trail", () => {
       ["TRANSITION", "READY", "PRODUCING", null],
       ["TRANSITION", "PRODUCING", "PRESENTED", null],
       ["TRANSITION", "PRESENTED", "DONE", "CARD_PROD_DONE"],
+      // The card's stock-ledger movement, in the same transaction as DONE (docs/stock.md).
+      ["STOCK", null, null, null],
     ]);
+    expect(JSON.parse(of(good.operationId)[4]!.detail as string)).toEqual({
+      kind: "issued",
+      feeder: "1",
+      stock: "UNSPECIFIED",
+      quantity: 1,
+    });
     expect(of(good.operationId)[0]).toMatchObject({
       cardId: good.cardId,
       issuerRequestId: good.issuerRequestId,
@@ -62,7 +70,7 @@ describe("audit trail", () => {
       requestId: "req-good",
       pushedBy: expect.stringMatching(/^ws:\/\/127\.0\.0\.1:\d+\/ link [0-9a-f-]{36}#1$/),
     });
-    expect(of(good.operationId).every((x) => x.maskedPan === masked)).toBe(true);
+    expect(of(good.operationId).every((x) => x.event === "STOCK" || x.maskedPan === masked)).toBe(true);
     expect(of(bad.operationId)).toEqual([
       expect.objectContaining({
         event: "ACCEPTED",
@@ -87,7 +95,7 @@ describe("audit trail", () => {
     expect(csv.code).toBe(0);
     const lines = csv.out.trimEnd().split("\r\n");
     expect(lines[0]).toBe(
-      "seq,at,event,operationId,cardId,issuerRequestId,fromState,toState,d1Status,reason,errorCode,error,maskedPan,requestId,pushedBy",
+      "seq,at,event,operationId,cardId,issuerRequestId,fromState,toState,d1Status,reason,errorCode,error,maskedPan,requestId,pushedBy,detail",
     );
     expect(lines).toHaveLength(rows.length + 1);
 

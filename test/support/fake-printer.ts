@@ -16,6 +16,7 @@ export class FakePrinter implements CardPrinter {
   readonly capabilities: PrinterCapabilities = {
     family: "fake",
     printArea: EVOLIS_PRINT_AREA,
+    feeders: ["1"],
     sides: ["front", "back"],
     magstripeEncoder: true,
     contactStation: true,
@@ -23,7 +24,13 @@ export class FakePrinter implements CardPrinter {
   };
   readonly identity = undefined;
   readonly stats: PrinterLinkStats = { commands: 0, droppedFrames: 0, unexpectedReplies: 0, bytesWritten: 0 };
-  readonly status: PrinterStatus = { cardPosition: "NONE", stopReasons: [], warnings: [] };
+  readonly status: PrinterStatus = {
+    cardPosition: "NONE",
+    stopReasons: [],
+    warnings: [],
+    feeders: [{ id: "1", empty: false, nearEmpty: false }],
+    cleaning: "none",
+  };
   readonly commands: string[] = [];
   isOpen = false;
 
@@ -49,7 +56,12 @@ export class FakePrinter implements CardPrinter {
   }
 
   async readStatus(): Promise<PrinterStatus> {
-    return { ...this.status, stopReasons: [...this.status.stopReasons], warnings: [...this.status.warnings] };
+    return {
+      ...this.status,
+      stopReasons: [...this.status.stopReasons],
+      warnings: [...this.status.warnings],
+      feeders: this.status.feeders.map((f) => ({ ...f })),
+    };
   }
 
   async readCounters(): Promise<PrinterCounters> {
@@ -63,6 +75,10 @@ export class FakePrinter implements CardPrinter {
   presentCard = this.recorded("presentCard");
   rejectCard = this.recorded("rejectCard");
   captureCard = this.recorded("captureCard");
+  runCleaning = this.recorded("runCleaning");
+  resetPrinter = this.recorded("resetPrinter");
+  printTestCard = this.recorded("printTestCard");
+  ejectCard = this.recorded("ejectCard");
 
   async waitForCardTaken(): Promise<boolean> {
     this.commands.push("waitForCardTaken");

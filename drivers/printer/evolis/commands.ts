@@ -184,11 +184,38 @@ export const EVOLIS_COMMANDS = {
     sentByAdapter: true,
   },
   Rco: {
-    forms: ["Rco;c", "Rco;p"],
-    meaning: "counters: inserted cards, printed panels",
+    forms: ["Rco;c", "Rco;p", "Rco;n"],
+    meaning: "counters: inserted cards, printed panels, cleanings performed",
     source: "guide p.31",
     sentByAdapter: true,
   },
+  // Several feeders (docs/stock.md): which one the next insert takes from, and their sensors.
+  Piem: {
+    forms: ["Piem;<n>;0"],
+    meaning: "insert from feeder n (1 or 2), eject as usual",
+    source: "guide p.21",
+    sentByAdapter: true,
+  },
+  Sk: {
+    forms: ["Sk;f", "Sk;w"],
+    meaning: "the feeder module: f which feeders are empty, w which are near empty (0 none, 1, 2, 3 both)",
+    source: "guide p.64",
+    sentByAdapter: true,
+  },
+  // Technician maintenance (kiosk-agent printer …).
+  Scp: {
+    forms: ["Scp"],
+    meaning: "cleaning cycle with a cleaning card",
+    source: "guide p.41",
+    sentByAdapter: true,
+  },
+  Srs: {
+    forms: ["Srs"],
+    meaning: "software reset, as at power-on",
+    source: "guide p.44; kiosk driver Reset",
+    sentByAdapter: true,
+  },
+  St: { forms: ["St"], meaning: "print the printer's test card", source: "guide p.45", sentByAdapter: true },
   // Seen in the Windows driver's captures; understood by the simulator, never sent by the adapter.
   Pmi: {
     forms: ["Pmi;F;s"],

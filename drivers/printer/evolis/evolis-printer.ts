@@ -8,6 +8,7 @@ import type { Transport } from "../../transport/transport.js";
 import type {
   CardPosition,
   CardPrinter,
+  FeederStatus,
   OpenOptions,
   PrinterCapabilities,
   PrinterCounters,
@@ -62,6 +63,12 @@ export interface EvolisPrinterOptions {
   ribbonLowPanels?: number;
   /** After the resync padding, how long replies are awaited and thrown away. Default 300 ms. */
   resyncQuietMs?: number;
+  /**
+   * The feeders cards are taken from (the configuration's ids). With more than one, each insert
+   * picks its feeder with `Piem;<n>;0` and the feeders are read with `Sk;f` / `Sk;w` (guide p.21,
+   * p.64), so the ids must be the printer's feeder numbers, 1 and 2. Default ["1"].
+   */
+  feeders?: readonly string[];
   /** Names the device in errors and logs. Default `printer`. */
   device?: string;
 }
@@ -120,14 +127,7 @@ interface InFlight {
  * Track data, bitmaps and `Dm` parameters are never logged: logs carry command names only.
  */
 export class EvolisPrinter implements CardPrinter {
-  readonly capabilities: PrinterCapabilities = {
-    family: "evolis",
-    printArea: EVOLIS_PRINT_AREA,
-    sides: ["front", "back"],
-    magstripeEncoder: true,
-    contactStation: true,
-    capturedCardsGoTo: "reject-box",
-  };
+  readonly capabilities: PrinterCapabilities;
   identity: PrinterIdentity | undefined;
   private readonly transport: Transport;
   private readonly link: PrinterLinkKind;
@@ -158,6 +158,19 @@ export class EvolisPrinter implements CardPrinter {
     this.takePollMs = options.takePollMs ?? 100;
     this.ribbonLowPanels = options.ribbonLowPanels ?? 20;
     this.resyncQuietMs = options.resyncQuietMs ?? 300;
+    const feeders = options.feeders ?? ["1"];
+    if (feeders.length > 1 && feeders.some((f) => f !== "1" && f !== "2")) {
+      throw new RangeError('an Evolis with several feeders knows feeders "1" and "2" (Piem, Sk)');
+    }
+    this.capabilities = {
+      family: "evolis",
+      printArea: EVOLIS_PRINT_AREA,
+      feeders: [...feeders],
+      sides: ["front", "back"],
+      magstripeEncoder: true,
+      contactStation: true,
+      capturedCardsGoTo: "reject-box",
+    };
     this.reader = new ReplyReader({
       clock: options.clock,
       ...(options.replyIdleGapMs === undefined ? {} : { idleGapMs: options.replyIdleGapMs }),
@@ -222,9 +235,10 @@ export class EvolisPrinter implements CardPrinter {
    * null"), and its next print would eject the card. USB and TCP links drop with the power, and
    * every reopen applies them.
    */
-  insertCard(): Promise<void> {
+  insertCard(feeder?: string): Promise<void> {
     return this.mutex.run(async () => {
       if (this.link === "serial") await this.applySettings();
+      await this.selectFeeder(feeder);
       await this.expectOk("Si");
     });
   }
@@ -360,11 +374,45 @@ export class EvolisPrinter implements CardPrinter {
     return this.mutex.run(() => this.expectOk("Ser"));
   }
 
+  /** `Scp` (guide p.41): a cleaning cycle with the cleaning card the technician put in. */
+  runCleaning(): Promise<void> {
+    return this.mutex.run(() => this.expectOk("Scp", [], this.timeouts.printMs));
+  }
+
   /**
-   * Where the card is (`Rlr;p`, then the mouth `Rse;b`), the cover (`Rse;o`), the feeder (`Rse;f`,
-   * `Rse;n`), the ribbon (`Rrt;count`, `Rrt;qty`), the cleaning request (`Rlr;r`) and the reject box
-   * (`Rlr;h`). Reads a model may not have (near-empty sensor, reject-box sensor, cleaning) are
-   * skipped when refused.
+   * `Srs` (guide p.44, "resets the printer like when we restart it"); the settings are then applied
+   * again, since a restart loses them (guide p.20).
+   */
+  resetPrinter(): Promise<void> {
+    return this.mutex.run(async () => {
+      await this.expectOk("Srs", [], this.timeouts.printMs);
+      await this.applySettings();
+    });
+  }
+
+  /** `St` (guide p.45): the printer's own test card, from `feeder`, out through the mouth. */
+  printTestCard(feeder?: string): Promise<void> {
+    return this.mutex.run(async () => {
+      await this.selectFeeder(feeder);
+      await this.expectOk("Pneab", ["A", "1"]);
+      await this.expectOk("St", [], this.timeouts.printMs);
+    });
+  }
+
+  /** The kiosk driver's Eject: `Pneab;A;1`, `Se`; the card goes out through the mouth. */
+  ejectCard(): Promise<void> {
+    return this.mutex.run(async () => {
+      await this.expectOk("Pneab", ["A", "1"]);
+      await this.expectOk("Se");
+    });
+  }
+
+  /**
+   * Where the card is (`Rlr;p`, then the mouth `Rse;b`), the cover (`Rse;o`), the feeders (one:
+   * `Rse;f`, `Rse;n`; two: `Sk;f`, `Sk;w`), the ribbon (`Rrt;count`, `Rrt;qty`), the reject box
+   * (`Rlr;h`) and the cleaning counter (`Rlr;r`: `ERR NEED CLEANING` means a cleaning is due; the
+   * printer refusing a print with `NEED CLEANING` is what makes it required). Reads a model may not
+   * have (near-empty sensor, reject-box sensor, cleaning) are skipped when refused.
    */
   readStatus(): Promise<PrinterStatus> {
     return this.mutex.run(async () => {
@@ -375,12 +423,9 @@ export class EvolisPrinter implements CardPrinter {
       const warnings: PrinterWarning[] = [];
       const cover = await this.readVolts("o", { optional: true });
       if (cover !== undefined && cover < SENSOR_ACTIVE_VOLTS) stopReasons.push("COVER_OPEN");
-      const feeder = await this.readVolts("f");
-      if (feeder !== undefined && feeder < SENSOR_ACTIVE_VOLTS) stopReasons.push("FEEDER_EMPTY");
-      else {
-        const nearEmpty = await this.readVolts("n", { optional: true });
-        if (nearEmpty !== undefined && nearEmpty >= SENSOR_ACTIVE_VOLTS) warnings.push("FEEDER_NEAR_EMPTY");
-      }
+      const feeders = await this.readFeeders();
+      if (feeders.every((f) => f.empty)) stopReasons.push("FEEDER_EMPTY");
+      if (feeders.some((f) => !f.empty && f.nearEmpty)) warnings.push("FEEDER_NEAR_EMPTY");
       const remaining = await this.readRibbon("count");
       if (remaining === undefined || remaining === 0) stopReasons.push("RIBBON_OUT");
       else if (remaining <= this.ribbonLowPanels) warnings.push("RIBBON_LOW");
@@ -388,11 +433,13 @@ export class EvolisPrinter implements CardPrinter {
       const boxFull = await this.readOptionalValue("Rlr", ["h"], parseBoxFullReply);
       if (boxFull) stopReasons.push("REJECT_BOX_FULL");
       const cleaning = await this.readOptionalValue("Rlr", ["r"], parseCleaningReply);
-      if (cleaning) stopReasons.push("CLEANING_REQUIRED");
+      if (cleaning) warnings.push("CLEANING_ADVISED");
       return {
         cardPosition,
         stopReasons,
         warnings,
+        feeders,
+        cleaning: cleaning ? "advised" : "none",
         ...(remaining === undefined
           ? {}
           : { ribbon: { remaining, ...(capacity === undefined ? {} : { capacity }) } }),
@@ -405,9 +452,11 @@ export class EvolisPrinter implements CardPrinter {
     return this.mutex.run(async () => {
       const cardsInserted = await this.readOptionalValue("Rco", ["c"], parseCount);
       const panelsPrinted = await this.readOptionalValue("Rco", ["p"], parseCount);
+      const cleanings = await this.readOptionalValue("Rco", ["n"], parseCount);
       return {
         ...(cardsInserted === undefined ? {} : { cardsInserted }),
         ...(panelsPrinted === undefined ? {} : { panelsPrinted }),
+        ...(cleanings === undefined ? {} : { cleanings }),
       };
     });
   }
@@ -427,6 +476,36 @@ export class EvolisPrinter implements CardPrinter {
     // Replies to the cut command arrive now, with nothing in flight: counted, dropped.
     await delay(this.clock, this.resyncQuietMs);
     this.reader.reset();
+  }
+
+  /** `Piem;<n>;0` (guide p.21) when the printer feeds from more than one feeder. */
+  private async selectFeeder(feeder: string | undefined): Promise<void> {
+    const feeders = this.capabilities.feeders;
+    const id = feeder ?? feeders[0]!;
+    if (!feeders.includes(id))
+      throw new RangeError(`feeder ${id} is not one of this printer's (${feeders.join(", ")})`);
+    if (feeders.length > 1) await this.expectOk("Piem", [id, "0"]);
+  }
+
+  /**
+   * One feeder: `Rse;f` (below 1 V empty) and the near-empty sensor `Rse;n` (kiosk driver). Two: the
+   * feeder module's `Sk;f` and `Sk;w` (guide p.64: 0 none, 1 feeder 1, 2 feeder 2, 3 both).
+   */
+  private async readFeeders(): Promise<FeederStatus[]> {
+    const feeders = this.capabilities.feeders;
+    if (feeders.length === 1) {
+      const volts = await this.readVolts("f");
+      const empty = volts !== undefined && volts < SENSOR_ACTIVE_VOLTS;
+      const near = empty ? undefined : await this.readVolts("n", { optional: true });
+      return [{ id: feeders[0]!, empty, nearEmpty: near !== undefined && near >= SENSOR_ACTIVE_VOLTS }];
+    }
+    const bits = (text: string) => (/^[0-3]$/.test(text.trim()) ? Number(text.trim()) : undefined);
+    const empty = bits(await this.expectValue("Sk", ["f"], (t) => bits(t) !== undefined))!;
+    const warned = (await this.readOptionalValue("Sk", ["w"], bits)) ?? 0;
+    return feeders.map((id) => {
+      const bit = id === "1" ? 1 : 2;
+      return { id, empty: (empty & bit) !== 0, nearEmpty: (warned & bit) !== 0 };
+    });
   }
 
   private async applySettings(): Promise<void> {

@@ -371,13 +371,23 @@ describe("VirtualEvolisPrinter: faults, each with a documented reply", () => {
     expect(await ask("Rlr", ["r"])).toBe("ERR NEED CLEANING");
   });
 
-  it("cleaningEveryCards: the printer asks for a cleaning after that many cards, until clean()", async () => {
-    const { ask, printer } = bench({ cleaningEveryCards: 1 });
+  it("cleaning: Rlr;r advises it after N cards, until a cleaning (Scp with no card in the path, or clean())", async () => {
+    const { ask, printer } = bench({ cleaningAdvisedAfterCards: 2, cleaningRequiredAfterCards: 3 });
     expect(await ask("Si")).toBe("OK");
     expect(await ask("Rlr", ["r"])).toBe("OK");
     expect(await ask("Ser")).toBe("OK");
     expect(await ask("Si")).toBe("OK");
     expect(await ask("Rlr", ["r"])).toBe("ERR NEED CLEANING");
+    expect(await ask("Ser")).toBe("OK");
+    expect(await ask("Si")).toBe("OK");
+    expect(await ask("Scp")).toBe("ERR CARD");
+    expect(await ask("Ser")).toBe("OK");
+    expect(await ask("Scp")).toBe("OK");
+    expect(await ask("Rlr", ["r"])).toBe("OK");
+    expect(await ask("Rco", ["n"])).toBe("1");
+    printer.injectFault("needs-cleaning", { persistent: true });
+    expect(await ask("Rlr", ["r"])).toBe("ERR NEED CLEANING");
+    printer.clearFaults();
     printer.clean();
     expect(await ask("Rlr", ["r"])).toBe("OK");
   });

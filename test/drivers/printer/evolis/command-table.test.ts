@@ -88,6 +88,21 @@ describe("every command the Evolis adapter sends names its public source", () =>
       await driver.rejectCard();
       log.push(...printer.commandLog);
     }
+    // Two feeders, and the technician's maintenance operations.
+    const stack = printerStack({ feeders: ["1", "2"], printer: { feeders: { "1": 5, "2": 5 } } });
+    closeAfter.push(() => stack.driver.close());
+    const { driver, printer } = stack;
+    await driver.open();
+    await driver.readStatus();
+    await driver.insertCard("2");
+    await driver.rejectCard();
+    await driver.printTestCard("1");
+    await driver.captureCard(); // the test card waits in the mouth
+    await driver.runCleaning();
+    await driver.resetPrinter();
+    await driver.insertCard("1");
+    await driver.ejectCard();
+    log.push(...printer.commandLog);
     const unknown = log.filter((entry) => !adapterForms.some((form) => matches(form, entry)));
     expect(unknown).toEqual([]);
     const unused = adapterForms.filter((form) => !log.some((entry) => matches(form, entry)));

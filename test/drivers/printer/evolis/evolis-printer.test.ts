@@ -193,6 +193,7 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
           { n: 1, sha256: sha(TRACK1), maskedPan: "411111******1111" },
           { n: 2, sha256: sha(TRACK2), maskedPan: "411111******1111" },
         ],
+        feeder: "1",
         outcome: "taken",
         endedAt: expect.any(Number),
       } satisfies Omit<CardRecord, "front" | "back">,
@@ -268,6 +269,8 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
       cardPosition: "NONE",
       stopReasons: [],
       warnings: [],
+      feeders: [{ id: "1", empty: false, nearEmpty: false }],
+      cleaning: "none",
       ribbon: { remaining: 42, capacity: 500 },
     });
     expect(wire()).toEqual(
@@ -285,7 +288,7 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
     );
   });
 
-  it("readStatus() names every condition that stops the printer, and the warnings that do not", async () => {
+  it("readStatus() names every condition that stops the printer, and the warnings that do not (a due cleaning is one)", async () => {
     const { driver, printer } = await openStack({ printer: { feederCards: 3, ribbonPanels: 15 } });
     expect(await driver.readStatus()).toMatchObject({
       stopReasons: [],
@@ -297,9 +300,50 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
     printer.injectFault("needs-cleaning", { persistent: true });
     expect(await driver.readStatus()).toEqual({
       cardPosition: "NONE",
-      stopReasons: ["COVER_OPEN", "FEEDER_EMPTY", "RIBBON_OUT", "CLEANING_REQUIRED"],
-      warnings: [],
+      stopReasons: ["COVER_OPEN", "FEEDER_EMPTY", "RIBBON_OUT"],
+      warnings: ["CLEANING_ADVISED"],
+      feeders: [{ id: "1", empty: true, nearEmpty: false }],
+      cleaning: "advised",
     });
+  });
+
+  it("two feeders: Piem picks the feeder, Sk reads them, and one empty feeder is not a stop", async () => {
+    const { driver, printer, wire } = await openStack({
+      feeders: ["1", "2"],
+      printer: { feeders: { "1": 20, "2": 4 } },
+    });
+    expect(driver.capabilities.feeders).toEqual(["1", "2"]);
+    expect(await driver.readStatus()).toMatchObject({
+      stopReasons: [],
+      warnings: ["FEEDER_NEAR_EMPTY"],
+      feeders: [
+        { id: "1", empty: false, nearEmpty: false },
+        { id: "2", empty: false, nearEmpty: true },
+      ],
+    });
+    wire();
+    await driver.insertCard("2");
+    expect(wire()).toEqual(Buffer.concat([SETTINGS, frames(["Piem", ["2", "0"]], ["Si"])]));
+    await driver.rejectCard();
+    expect(printer.record.at(-1)).toMatchObject({ feeder: "2", outcome: "rejected" });
+    printer.injectFault("feeder-empty", { persistent: true, feeder: "2" });
+    expect(await driver.readStatus()).toMatchObject({
+      stopReasons: [],
+      feeders: [
+        { id: "1", empty: false },
+        { id: "2", empty: true },
+      ],
+    });
+    await expect(driver.insertCard("2")).rejects.toMatchObject({ code: "FEEDER_EMPTY" });
+    await driver.insertCard("1");
+    expect(printer.record.at(-1)).toMatchObject({ feeder: "1" });
+    await expect(driver.insertCard("3")).rejects.toThrow(/feeder 3/);
+    printer.injectFault("feeder-empty", { persistent: true });
+    expect((await driver.readStatus()).stopReasons).toContain("FEEDER_EMPTY");
+  });
+
+  it("an Evolis with two feeders only knows feeders 1 and 2", () => {
+    expect(() => printerStack({ feeders: ["left", "right"] })).toThrow(RangeError);
   });
 
   it("readStatus() finds the card inside, at the contact station and in the mouth", async () => {

@@ -60,6 +60,7 @@ export interface DriverOptions {
   link?: EvolisPrinterOptions["link"];
   replyIdleGapMs?: number;
   takePollMs?: number;
+  feeders?: readonly string[];
 }
 
 function driverOn(
@@ -76,6 +77,7 @@ function driverOn(
     ...(options.timeouts ? { timeouts: options.timeouts } : {}),
     ...(options.replyIdleGapMs === undefined ? {} : { replyIdleGapMs: options.replyIdleGapMs }),
     ...(options.takePollMs === undefined ? {} : { takePollMs: options.takePollMs }),
+    ...(options.feeders === undefined ? {} : { feeders: options.feeders }),
   });
   return { transport, driver };
 }
