@@ -39,6 +39,7 @@ import { ProductionPipeline } from "./pipeline/pipeline.js";
 import { REASONS } from "./pipeline/reasons.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
 import { StockRouter } from "./stock/stock-router.js";
+import { type SuppliesSnapshot, suppliesSnapshot } from "./stock/supplies.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
 import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
@@ -329,6 +330,14 @@ export class KioskAgent {
       }, ms);
       this.link.on("message", onMessage);
       this.link.on("down", done);
+    });
+  }
+
+  /** Ribbon, feeders, bins, cleaning and the counter check, as the console, status and /metrics show them. */
+  supplies(): SuppliesSnapshot {
+    return suppliesSnapshot(this.supervisor.supplies, this.store.stock, this.router, {
+      bins: this.config.printer.bins,
+      capturedCardsGoTo: this.printer.capabilities.capturedCardsGoTo,
     });
   }
 

@@ -13,7 +13,7 @@ import { parseConfig } from "../config/load.js";
 import { demoTools } from "../console/demo-tools.js";
 import { generateStationKeyPair, loadPublicKey } from "../crypto/jwe.js";
 import type { Operation } from "../d1/operation.js";
-import { makeSampleJob } from "../jobs/sample-jobs.js";
+import { makeSampleJob, SAMPLE_STOCK } from "../jobs/sample-jobs.js";
 import { createLogger } from "../log/logger.js";
 import { parseCommandArgs, UsageError } from "./args.js";
 import { readJobsFile, shortId as short } from "./jobs-file.js";
@@ -37,6 +37,12 @@ Options:
   --log-level LEVEL   agent log level written to DATA_DIR/agent.log (default info)
   --fault NAME        inject a printer fault on every card: ${PRINTER_FAULT_NAMES.join(", ")}
   --fault-count N     inject it on the first N cards only, then it clears
+  --not-taken N       the simulated cardholder walks away from the next N presented cards (besides
+                      --fault): each is captured after its collect timeout (CB_TIME)
+  --stocks A[,B]      the card stocks in feeder 1 (and feeder 2): sample jobs alternate between them
+                      (default DEBIT-CLASSIC, the sample jobs' stock); see docs/stock.md
+  --feeder-cards N    blanks in each simulated feeder at start (default 100); the demo records that
+                      load in the stock ledger, as a technician would
                       chip faults (jobs then carry chip APDUs): ${Object.keys(CHIP_FAULTS).join(", ")}
   --chip MODE         jobs carry chip APDUs, run by: inproc (the card model in-process) or pcsc
                       (real pcscd + vpcd, installed and started if needed, stopped after)
@@ -60,6 +66,9 @@ const OPTIONS = {
   "log-level": { type: "string" },
   fault: { type: "string" },
   "fault-count": { type: "string" },
+  "not-taken": { type: "string" },
+  stocks: { type: "string" },
+  "feeder-cards": { type: "string" },
   chip: { type: "string" },
   previews: { type: "string" },
   "previews-unmasked": { type: "boolean" },
@@ -106,6 +115,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
       chipFault: parseChipFault(str("fault")),
       chip: parseChipMode(str("chip")),
       faultCount: str("fault-count") === undefined ? undefined : int("fault-count", 1),
+      notTaken: int("not-taken", 0),
+      stocks: parseStocks(str("stocks")),
+      feederCards: int("feeder-cards", 100),
       previews: str("previews"),
       previewsUnmasked: values["previews-unmasked"] === true,
       consolePort: int("console-port", 0),
@@ -133,6 +145,12 @@ export interface DemoOptions {
   fault?: PrinterFaultName;
   /** Cards the fault hits; undefined = every card. */
   faultCount?: number;
+  /** The next N presented cards are never taken. */
+  notTaken?: number;
+  /** The stocks of feeder 1 (and 2). Default ["DEBIT-CLASSIC"]. */
+  stocks?: string[];
+  /** Blanks in each simulated feeder at start. Default 100. */
+  feederCards?: number;
   /** Jobs carry chip APDUs, run in-process or through pcscd + vpcd. */
   chip?: ChipMode;
   /** A `--fault chip-*` name (see CHIP_FAULTS). */
@@ -159,7 +177,10 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const recordFile = o.record ? resolve(o.record) : undefined;
   if (recordFile) writeFileSync(recordFile, "");
   const withChip = o.chip !== undefined || o.chipFault !== undefined;
-  const jobs = o.jobsFile ? readJobsFile(o.jobsFile) : sampleJobs(o.jobs, o.station, withChip);
+  const stocks = o.stocks ?? [SAMPLE_STOCK];
+  const jobs = o.jobsFile ? readJobsFile(o.jobsFile) : sampleJobs(o.jobs, o.station, withChip, stocks);
+  const feederCards = o.feederCards ?? 100;
+  const feeders = stocks.map((stock, i) => ({ id: String(i + 1), stock }));
 
   const logFile = join(dataDir, "agent.log");
   const logger = createLogger({
@@ -182,7 +203,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   const printer = attachVirtualPrinter(binding, printerPath, {
     takeAfterMs: o.takeAfterMs,
     latency: { commandMs: 2, printMs: 150, magMs: 30 },
+    feeders: Object.fromEntries(feeders.map((f) => [f.id, feederCards])),
   });
+  if (o.notTaken) printer.injectFault("not-taken", { count: o.notTaken });
   if (o.fault) {
     printer.injectFault(o.fault, {
       ...(o.faultCount === undefined ? { persistent: true } : { count: o.faultCount }),
@@ -222,6 +245,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       path: printerPath,
       timeouts: { defaultMs: 1000, printMs: 10_000, magMs: 2000 },
       statusPollMs: 200,
+      feeders,
     },
     production: { defaultCollectTimeoutSec: 5, holdWhileStoppedSec: 5 },
     log: { level: o.logLevel },
@@ -235,6 +259,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     simulator: tools.simulator,
   });
   tools.attach(agent);
+  recordDemoLoads(agent, feeders, feederCards);
 
   console.log(`kiosk-agent demo: station ${o.station}, D1 emulator ${url}, data dir ${dataDir}`);
   console.log(`  agent log: ${logFile}${recordFile ? `\n  D1 record: ${recordFile}` : ""}`);
@@ -323,11 +348,47 @@ function describeOperation(op: Operation): string {
   return `${short(op.operationId)}  ${op.details.status.padEnd(20)} ${op.status.padEnd(10)} ${extra}`;
 }
 
-function sampleJobs(n: number, station: string, withChip = false): unknown[] {
+function sampleJobs(n: number, station: string, withChip: boolean, stocks: string[]): unknown[] {
   const runId = randomBytes(4).toString("hex");
-  return Array.from({ length: n }, (_, i) =>
-    makeSampleJob(i, { station, runId, collectTimeoutSec: 5, withChip }),
-  );
+  return Array.from({ length: n }, (_, i) => {
+    const job = makeSampleJob(i, { station, runId, collectTimeoutSec: 5, withChip });
+    job.productionData.cardStock = stocks[i % stocks.length];
+    return job;
+  });
+}
+
+/**
+ * The simulated feeders start full; the demo records that in the ledger as a technician would
+ * (`kiosk-agent stock load`), topping up a reused data directory's balance to what is in them.
+ */
+function recordDemoLoads(
+  agent: KioskAgent,
+  feeders: Array<{ id: string; stock: string }>,
+  cards: number,
+): void {
+  const balances = agent.store.stock.balances();
+  for (const f of feeders) {
+    const have = balances.find((b) => b.feeder === f.id && b.stock === f.stock)?.cards ?? 0;
+    if (cards - have <= 0) continue;
+    agent.store.stock.record({
+      feeder: f.id,
+      stock: f.stock,
+      kind: "loaded",
+      quantity: cards - have,
+      operator: "demo",
+      note: "the simulated feeder at start",
+    });
+  }
+}
+
+function parseStocks(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const stocks = value.split(",").map((s) => s.trim());
+  if (stocks.length < 1 || stocks.length > 2 || stocks.some((s) => !/^[A-Za-z0-9._-]{1,64}$/.test(s))) {
+    throw new UsageError("--stocks takes one or two stock names (letters, digits, . _ -), comma-separated");
+  }
+  if (new Set(stocks).size !== stocks.length) throw new UsageError("--stocks: each stock once");
+  return stocks;
 }
 
 function parseFault(name: string | undefined): PrinterFaultName | undefined {

@@ -21,6 +21,8 @@ export interface SampleJobOptions {
 }
 
 export const SAMPLE_STATION = "KIOSK-PS-101";
+/** The card stock sample jobs ask for (shared/production-job.md's example); the demo's feeder holds it. */
+export const SAMPLE_STOCK = "DEBIT-CLASSIC";
 // Mastercard test range: the same BIN as the contract's example job.
 const TEST_BIN = "526609";
 const SERVICE_CODE = "201";
@@ -155,7 +157,7 @@ export function makeSampleJob(i: number, opts: SampleJobOptions = {}): Productio
   }
 
   const productionData: ProductionJob["productionData"] = {
-    cardStock: "DEBIT-CLASSIC",
+    cardStock: SAMPLE_STOCK,
     print: {
       front: [
         { text: pan.replace(/(\d{4})(?=\d)/g, "$1 "), xMm: 8, yMm: 30, sizePt: 14, sensitive: true },

@@ -145,11 +145,15 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
 
       -- The printer's own inserted-cards counter, read at start and after every card, beside the
       -- ledger's count of fed cards at that moment: the two are compared, never reconciled silently.
+      -- A row with acknowledged_by is a technician's acknowledgement of the difference so far (with a
+      -- note saying what explains it): the live check counts from there; reports still show it.
       CREATE TABLE printer_counter_log (
-        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
-        at             TEXT NOT NULL,
-        cards_inserted INTEGER NOT NULL,
-        ledger_fed     INTEGER NOT NULL
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        at              TEXT NOT NULL,
+        cards_inserted  INTEGER NOT NULL,
+        ledger_fed      INTEGER NOT NULL,
+        acknowledged_by TEXT,
+        note            TEXT
       );
 
       -- A bin (reject box, capture bin) emptied by a technician: its count starts again.

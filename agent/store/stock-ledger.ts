@@ -123,7 +123,10 @@ export class StockLedger {
         "SELECT stock FROM stock_ledger WHERE feeder = ? AND kind = 'loaded' ORDER BY seq DESC LIMIT 1",
       ),
       insertCounter: db.prepare(
-        "INSERT INTO printer_counter_log (at, cards_inserted, ledger_fed) VALUES (?, ?, ?)",
+        "INSERT INTO printer_counter_log (at, cards_inserted, ledger_fed, acknowledged_by, note) VALUES (?, ?, ?, ?, ?)",
+      ),
+      lastAcknowledged: db.prepare(
+        "SELECT cards_inserted, ledger_fed FROM printer_counter_log WHERE acknowledged_by IS NOT NULL ORDER BY seq DESC LIMIT 1",
       ),
       counterAtOrBefore: db.prepare(
         "SELECT cards_inserted, ledger_fed FROM printer_counter_log WHERE at <= ? ORDER BY seq DESC LIMIT 1",
@@ -215,7 +218,32 @@ export class StockLedger {
       | { cards_inserted: number; ledger_fed: number }
       | undefined;
     if (last && last.cards_inserted === cardsInserted && last.ledger_fed === fed) return;
-    this.statements.insertCounter.run(this.isoNow(), cardsInserted, fed);
+    this.statements.insertCounter.run(this.isoNow(), cardsInserted, fed, null, null);
+  }
+
+  /**
+   * A technician acknowledges the difference between the printer's counter and the ledger so far,
+   * saying what explains it: the live check (warning, gauge) counts from here on. Reports over a
+   * period that includes it still show the difference. Audited. False without a counter reading.
+   */
+  acknowledgeCounter(operator: string, note: string): boolean {
+    if (!operator || !note)
+      throw new StockError("BAD_MOVEMENT", "an acknowledgement needs the operator's name and a note");
+    const last = this.lastCounter();
+    if (!last) return false;
+    const before = this.counterCheck();
+    const at = this.isoNow();
+    this.db.transaction(() => {
+      this.statements.insertCounter.run(at, last.cardsInserted, this.fedTotal(), operator, note);
+      this.statements.audit.run(
+        at,
+        "STOCK",
+        null,
+        null,
+        JSON.stringify({ kind: "counter-acknowledged", mismatch: before?.mismatch ?? 0, operator, note }),
+      );
+    })();
+    return true;
   }
 
   /** The latest reading of the printer's counter, if any. */
@@ -227,13 +255,16 @@ export class StockLedger {
   }
 
   /**
-   * The printer's counter against the ledger since the first reading (or `since`): the difference
-   * of the two deltas. Null before two readings exist.
+   * The printer's counter against the ledger: the difference of their deltas from a base reading to
+   * the last one. The base is the reading at or before `since`; without `since`, the last
+   * acknowledgement, else the first reading. Undefined before any reading.
    */
   counterCheck(since?: string): { counterDelta: number; ledgerFed: number; mismatch: number } | undefined {
     type Reading = { cards_inserted: number; ledger_fed: number } | undefined;
     const first = (
-      since ? this.statements.counterAtOrBefore.get(since) : this.statements.firstCounter.get()
+      since
+        ? this.statements.counterAtOrBefore.get(since)
+        : (this.statements.lastAcknowledged.get() ?? this.statements.firstCounter.get())
     ) as Reading;
     const last = this.statements.lastCounter.get() as Reading;
     const base = first ?? (since ? (this.statements.firstCounter.get() as Reading) : undefined);
