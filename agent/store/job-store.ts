@@ -7,7 +7,7 @@ import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 import { migrate } from "./migrations.js";
 import type { SealedBox } from "./sealed-box.js";
-import { StockLedger } from "./stock-ledger.js";
+import { type LedgerOptions, StockLedger } from "./stock-ledger.js";
 
 export interface JobRow {
   operationId: string;
@@ -137,6 +137,8 @@ export class JobStore {
     file: string,
     private readonly box: SealedBox,
     private readonly clock: Clock,
+    /** The ledger's dual-control threshold (`stock.dualControlAbove`). */
+    ledger: LedgerOptions = {},
   ) {
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
@@ -150,7 +152,7 @@ export class JobStore {
     this.db.pragma("cache_size = -2000");
     migrate(this.db);
     this.scrubWal();
-    this.stock = new StockLedger(this.db, clock);
+    this.stock = new StockLedger(this.db, clock, ledger);
     this.statements = {
       getJob: this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE operation_id = ?`),
       insertJob: this.db.prepare(

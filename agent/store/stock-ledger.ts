@@ -58,11 +58,15 @@ export interface FeederReport {
   opening: number;
   loaded: number;
   issued: number;
-  spoiled: Partial<Record<SpoilReason, number>>;
+  /** Every reason, 0 included: scripts rely on the keys. */
+  spoiled: Record<SpoilReason, number>;
   returned: number;
   adjusted: number;
   expectedClosing: number;
-  /** The printer's inserted-cards counter over the period; null when the printer has several feeders. */
+  /**
+   * The printer's inserted-cards counter over the period, when this is the report's only line of a
+   * single-feeder printer; null otherwise (the counter is printer-wide: see StockReport.printer).
+   */
   printerCounterDelta: number | null;
 }
 
@@ -72,14 +76,51 @@ export interface StockReport {
   feeders: FeederReport[];
   /** The whole printer: its counter against the cards the ledger says were fed. */
   printer: {
+    /** The printer's counter from the reading at or before `since` (else the first) to the last. */
     counterDelta: number | null;
+    /**
+     * Cards the ledger counted as fed between those same two readings, so that the three figures
+     * agree; without readings, the period's issued plus spoiled.
+     */
     ledgerFed: number;
     /** counterDelta − ledgerFed; non-zero is reported, never corrected. Null without counter readings. */
     mismatch: number | null;
   };
 }
 
+export interface ReportOptions {
+  /** ISO time: movements before it make the opening balance. Absent: the period is everything. */
+  since?: string;
+  /** From the configuration: false (several feeders) leaves every line's printerCounterDelta null. */
+  singleFeeder?: boolean;
+  /** Lines to show even without a movement (the configured feeders and their stock). */
+  include?: ReadonlyArray<{ feeder: string; stock: string }>;
+}
+
+export interface LedgerOptions {
+  /**
+   * An adjustment of more than this many cards (absolute) needs a second operator, another person
+   * (config `stock.dualControlAbove`).
+   */
+  dualControlAbove?: number;
+}
+
+/** A technician's correction of a feeder's count: signed `cards`, always with a note. */
+export interface Adjustment {
+  feeder: string;
+  stock: string;
+  /** Negative: cards missing; positive: cards found. */
+  cards: number;
+  operator: string;
+  note: string;
+  secondOperator?: string;
+}
+
+export const DEFAULT_DUAL_CONTROL_ABOVE = 10;
+
 export class StockError extends CodedError<"DUAL_CONTROL_REQUIRED" | "BAD_MOVEMENT"> {}
+
+const MOVEMENT_KINDS: readonly MovementKind[] = ["loaded", "issued", "spoiled", "returned", "adjusted"];
 
 interface RawRow {
   seq: number;
@@ -95,26 +136,56 @@ interface RawRow {
   note: string | null;
 }
 
+/** One group of the report's aggregate: a feeder/stock/kind/reason, before the period or in it. */
+interface Total {
+  feeder: string;
+  stock: string;
+  kind: MovementKind;
+  reason: SpoilReason | null;
+  prior: 0 | 1;
+  n: number;
+}
+
+type Reading = { cards_inserted: number; ledger_fed: number } | undefined;
+
 export class StockLedger {
+  /** An adjustment of more than this many cards needs a second operator. */
+  readonly dualControlAbove: number;
   private readonly statements;
 
   constructor(
     private readonly db: Database.Database,
     private readonly clock: Clock,
+    options: LedgerOptions = {},
   ) {
+    const above = options.dualControlAbove ?? DEFAULT_DUAL_CONTROL_ABOVE;
+    if (!Number.isSafeInteger(above) || above < 0) {
+      throw new StockError(
+        "BAD_MOVEMENT",
+        "the dual-control threshold must be a whole number of cards, 0 or more",
+      );
+    }
+    this.dualControlAbove = above;
     this.statements = {
+      // ON CONFLICT names the one constraint a repeat may hit (a job's card recorded again); an
+      // `INSERT OR IGNORE` would also swallow a CHECK failure and drop a bad movement silently.
       insert: db.prepare(
-        `INSERT OR IGNORE INTO stock_ledger (at, feeder, stock, kind, reason, quantity, operation_id, operator,
+        `INSERT INTO stock_ledger (at, feeder, stock, kind, reason, quantity, operation_id, operator,
            second_operator, note)
-         VALUES (@at, @feeder, @stock, @kind, @reason, @quantity, @operationId, @operator, @secondOperator, @note)`,
+         VALUES (@at, @feeder, @stock, @kind, @reason, @quantity, @operationId, @operator, @secondOperator, @note)
+         ON CONFLICT (operation_id) DO NOTHING`,
       ),
       audit: db.prepare(
         `INSERT INTO audit_log (at, event, operation_id, reason, detail) VALUES (?, ?, ?, ?, ?)`,
       ),
-      rows: db.prepare("SELECT * FROM stock_ledger WHERE at >= ? ORDER BY seq"),
+      // Aggregated in SQLite: balances() runs after every card, and the ledger only grows.
+      totals: db.prepare(
+        `SELECT feeder, stock, kind, reason, at < @since AS prior, SUM(quantity) AS n
+         FROM stock_ledger GROUP BY feeder, stock, kind, reason, prior`,
+      ),
       byOperation: db.prepare("SELECT * FROM stock_ledger WHERE operation_id = ?"),
-      fedBefore: db.prepare(
-        "SELECT COALESCE(SUM(quantity), 0) AS n FROM stock_ledger WHERE kind IN ('issued','spoiled') AND at < ?",
+      fedSince: db.prepare(
+        "SELECT COALESCE(SUM(quantity), 0) AS n FROM stock_ledger WHERE kind IN ('issued','spoiled') AND at >= ?",
       ),
       fedTotal: db.prepare(
         "SELECT COALESCE(SUM(quantity), 0) AS n FROM stock_ledger WHERE kind IN ('issued','spoiled')",
@@ -147,44 +218,59 @@ export class StockLedger {
 
   /**
    * Writes one movement and its audit row, inside the caller's transaction if one is open. A job's
-   * card already counted is not counted again: returns false and writes nothing.
+   * card already counted is not counted again: returns false and writes nothing. An adjustment
+   * above `dualControlAbove` without a second operator (another person) is refused
+   * (DUAL_CONTROL_REQUIRED), whoever the caller is.
    */
   record(movement: Movement): boolean {
     const quantity = movement.quantity ?? 1;
-    checkMovement(movement, quantity);
+    const m = this.checkMovement(movement, quantity);
     const at = this.isoNow();
     return this.db.transaction(() => {
       const inserted =
         this.statements.insert.run({
           at,
-          feeder: movement.feeder,
-          stock: movement.stock,
-          kind: movement.kind,
-          reason: movement.reason ?? null,
+          feeder: m.feeder,
+          stock: m.stock,
+          kind: m.kind,
+          reason: m.reason ?? null,
           quantity,
-          operationId: movement.operationId ?? null,
-          operator: movement.operator ?? null,
-          secondOperator: movement.secondOperator ?? null,
-          note: movement.note ?? null,
+          operationId: m.operationId ?? null,
+          operator: m.operator ?? null,
+          secondOperator: m.secondOperator ?? null,
+          note: m.note ?? null,
         }).changes === 1;
       if (!inserted) return false;
       this.statements.audit.run(
         at,
         "STOCK",
-        movement.operationId ?? null,
-        movement.reason ?? null,
+        m.operationId ?? null,
+        m.reason ?? null,
         JSON.stringify({
-          kind: movement.kind,
-          feeder: movement.feeder,
-          stock: movement.stock,
+          kind: m.kind,
+          feeder: m.feeder,
+          stock: m.stock,
           quantity,
-          ...(movement.operator ? { operator: movement.operator } : {}),
-          ...(movement.secondOperator ? { secondOperator: movement.secondOperator } : {}),
-          ...(movement.note ? { note: movement.note } : {}),
+          ...(m.operator ? { operator: m.operator } : {}),
+          ...(m.secondOperator ? { secondOperator: m.secondOperator } : {}),
+          ...(m.note ? { note: m.note } : {}),
         }),
       );
       return true;
     })();
+  }
+
+  /** A technician's correction of a feeder's count (signed), held to dual control like any record(). */
+  adjust(a: Adjustment): void {
+    this.record({
+      feeder: a.feeder,
+      stock: a.stock,
+      kind: "adjusted",
+      quantity: a.cards,
+      operator: a.operator,
+      note: a.note,
+      ...(a.secondOperator !== undefined ? { secondOperator: a.secondOperator } : {}),
+    });
   }
 
   /** The movement of a job's card, if it was counted. */
@@ -214,9 +300,7 @@ export class StockLedger {
    */
   recordCounter(cardsInserted: number): void {
     const fed = this.fedTotal();
-    const last = this.statements.lastCounter.get() as
-      | { cards_inserted: number; ledger_fed: number }
-      | undefined;
+    const last = this.statements.lastCounter.get() as Reading;
     if (last && last.cards_inserted === cardsInserted && last.ledger_fed === fed) return;
     this.statements.insertCounter.run(this.isoNow(), cardsInserted, fed, null, null);
   }
@@ -227,20 +311,27 @@ export class StockLedger {
    * period that includes it still show the difference. Audited. False without a counter reading.
    */
   acknowledgeCounter(operator: string, note: string): boolean {
-    if (!operator || !note)
-      throw new StockError("BAD_MOVEMENT", "an acknowledgement needs the operator's name and a note");
+    const who = requiredText(operator, "an acknowledgement needs the operator's name");
+    const why = requiredText(note, "an acknowledgement needs a note saying what explains the difference");
     const last = this.lastCounter();
     if (!last) return false;
     const before = this.counterCheck();
     const at = this.isoNow();
     this.db.transaction(() => {
-      this.statements.insertCounter.run(at, last.cardsInserted, this.fedTotal(), operator, note);
+      // The pair of the last reading, as read: pairing its counter with the ledger's count *now*
+      // would bake any card fed since that reading into the new base as a difference.
+      this.statements.insertCounter.run(at, last.cardsInserted, last.ledgerFed, who, why);
       this.statements.audit.run(
         at,
         "STOCK",
         null,
         null,
-        JSON.stringify({ kind: "counter-acknowledged", mismatch: before?.mismatch ?? 0, operator, note }),
+        JSON.stringify({
+          kind: "counter-acknowledged",
+          mismatch: before?.mismatch ?? 0,
+          operator: who,
+          note: why,
+        }),
       );
     })();
     return true;
@@ -248,45 +339,42 @@ export class StockLedger {
 
   /** The latest reading of the printer's counter, if any. */
   lastCounter(): { cardsInserted: number; ledgerFed: number } | undefined {
-    const last = this.statements.lastCounter.get() as
-      | { cards_inserted: number; ledger_fed: number }
-      | undefined;
+    const last = this.statements.lastCounter.get() as Reading;
     return last && { cardsInserted: last.cards_inserted, ledgerFed: last.ledger_fed };
   }
 
   /**
    * The printer's counter against the ledger: the difference of their deltas from a base reading to
-   * the last one. The base is the reading at or before `since`; without `since`, the last
-   * acknowledgement, else the first reading. Undefined before any reading.
+   * the last one. The base is the reading at or before `since` (else the first); without `since`,
+   * the last acknowledgement, else the first reading (the live check). Undefined before any reading.
    */
   counterCheck(since?: string): { counterDelta: number; ledgerFed: number; mismatch: number } | undefined {
-    type Reading = { cards_inserted: number; ledger_fed: number } | undefined;
-    const first = (
-      since
-        ? this.statements.counterAtOrBefore.get(since)
-        : (this.statements.lastAcknowledged.get() ?? this.statements.firstCounter.get())
-    ) as Reading;
-    const last = this.statements.lastCounter.get() as Reading;
-    const base = first ?? (since ? (this.statements.firstCounter.get() as Reading) : undefined);
-    if (!base || !last) return undefined;
-    const counterDelta = last.cards_inserted - base.cards_inserted;
-    const ledgerFed = last.ledger_fed - base.ledger_fed;
-    return { counterDelta, ledgerFed, mismatch: counterDelta - ledgerFed };
+    const base =
+      since !== undefined
+        ? this.readingAtOrBefore(since)
+        : ((this.statements.lastAcknowledged.get() as Reading) ??
+          (this.statements.firstCounter.get() as Reading));
+    return this.compareFrom(base);
   }
 
-  /** A technician emptied a bin: its count starts again from now. */
+  /** A technician emptied a bin: its count starts again from now. Audited. */
   binEmptied(bin: string, cards: number, operator: string): void {
+    const name = requiredText(bin, "which bin was emptied?");
+    if (!Number.isSafeInteger(cards) || cards < 0) {
+      throw new StockError("BAD_MOVEMENT", "the cards taken out of a bin are a whole number, 0 or more");
+    }
+    const who = requiredText(operator, "emptying a bin needs the operator's name");
     const at = this.isoNow();
     this.db.transaction(() => {
-      this.statements.insertBin.run(at, bin, cards, operator);
-      this.statements.audit.run(at, "BIN", null, null, JSON.stringify({ bin, cards, operator }));
+      this.statements.insertBin.run(at, name, cards, who);
+      this.statements.audit.run(at, "BIN", null, null, JSON.stringify({ bin: name, cards, operator: who }));
     })();
   }
 
   /** Spoiled cards since the bin was last emptied, by reason: the caller knows which reasons land there. */
-  spoiledSinceEmptied(bin: string): Partial<Record<SpoilReason, number>> {
+  spoiledSinceEmptied(bin: string): Record<SpoilReason, number> {
     const since = (this.statements.lastBinEmptied.get(bin) as { at: string } | undefined)?.at ?? "";
-    const out: Partial<Record<SpoilReason, number>> = {};
+    const out = zeroSpoiled();
     for (const r of this.statements.spoiledSince.all(since) as Array<{ reason: SpoilReason; n: number }>) {
       out[r.reason] = r.n;
     }
@@ -295,15 +383,16 @@ export class StockLedger {
 
   /**
    * Per feeder and stock: the balance before `since` (opening), the period's movements, and the
-   * expected closing balance. Without `since` the period is everything.
+   * expected closing balance; and the printer's counter against the ledger over the period. Without
+   * `since` the period is everything. With `since`, a line with no opening balance and no movement
+   * in the period is left out (unless `include` names it).
    */
-  report(options: { since?: string; singleFeeder?: boolean } = {}): StockReport {
+  report(options: ReportOptions = {}): StockReport {
     const since = options.since ?? "";
-    const all = (this.statements.rows.all("") as RawRow[]).map(toRow);
+    const key = (feeder: string, stock: string) => `${feeder}\u0000${stock}`;
     const lines = new Map<string, FeederReport>();
     const line = (feeder: string, stock: string): FeederReport => {
-      const key = `${feeder}\u0000${stock}`;
-      let l = lines.get(key);
+      let l = lines.get(key(feeder, stock));
       if (!l) {
         l = {
           feeder,
@@ -311,47 +400,115 @@ export class StockLedger {
           opening: 0,
           loaded: 0,
           issued: 0,
-          spoiled: {},
+          spoiled: zeroSpoiled(),
           returned: 0,
           adjusted: 0,
           expectedClosing: 0,
           printerCounterDelta: null,
         };
-        lines.set(key, l);
+        lines.set(key(feeder, stock), l);
       }
       return l;
     };
-    for (const row of all) {
-      const l = line(row.feeder, row.stock);
-      const delta = signedDelta(row);
-      if (row.at < since) {
-        l.opening += delta;
-        continue;
-      }
-      if (row.kind === "spoiled") l.spoiled[row.reason!] = (l.spoiled[row.reason!] ?? 0) + row.quantity;
-      else l[row.kind] += row.quantity;
+    const included = new Set((options.include ?? []).map((i) => key(i.feeder, i.stock)));
+    for (const i of options.include ?? []) line(i.feeder, i.stock);
+    for (const t of this.statements.totals.all({ since }) as Total[]) {
+      const l = line(t.feeder, t.stock);
+      if (t.prior) l.opening += t.kind === "loaded" || t.kind === "adjusted" ? t.n : -t.n;
+      else if (t.kind === "spoiled") l.spoiled[t.reason!] += t.n;
+      else l[t.kind] += t.n;
     }
-    const check = this.counterCheck(options.since);
-    const feeders = [...lines.values()].sort(
-      (a, b) => a.feeder.localeCompare(b.feeder) || a.stock.localeCompare(b.stock),
+    const feeders = [...lines.values()]
+      .filter((l) => !options.since || included.has(key(l.feeder, l.stock)) || l.opening !== 0 || moved(l))
+      .sort((a, b) => a.feeder.localeCompare(b.feeder) || a.stock.localeCompare(b.stock));
+    // The report always compares from the reading at the period's start, never from the last
+    // acknowledgement: an acknowledged difference inside the period is still shown.
+    const check = this.compareFrom(
+      options.since !== undefined
+        ? this.readingAtOrBefore(options.since)
+        : (this.statements.firstCounter.get() as Reading),
     );
+    // The counter is printer-wide: on one line only when that line is all the printer fed from.
+    const single = options.singleFeeder !== false && feeders.length === 1;
     for (const l of feeders) {
-      const spoiled = Object.values(l.spoiled).reduce((a, b) => a + (b ?? 0), 0);
-      l.expectedClosing = l.opening + l.loaded + l.adjusted - l.issued - spoiled - l.returned;
-      l.printerCounterDelta = options.singleFeeder === false ? null : (check?.counterDelta ?? null);
+      l.expectedClosing = l.opening + l.loaded + l.adjusted - l.issued - spoiledTotal(l) - l.returned;
+      l.printerCounterDelta = single ? (check?.counterDelta ?? null) : null;
     }
-    const ledgerFed = options.since
-      ? this.fedTotal() - (this.statements.fedBefore.get(since) as { n: number }).n
-      : this.fedTotal();
     return {
       since: options.since ?? null,
       until: this.isoNow(),
       feeders,
       printer: {
         counterDelta: check?.counterDelta ?? null,
-        ledgerFed,
+        ledgerFed: check ? check.ledgerFed : (this.statements.fedSince.get(since) as { n: number }).n,
         mismatch: check ? check.mismatch : null,
       },
+    };
+  }
+
+  private readingAtOrBefore(since: string): Reading {
+    return (
+      (this.statements.counterAtOrBefore.get(since) as Reading) ??
+      (this.statements.firstCounter.get() as Reading)
+    );
+  }
+
+  private compareFrom(
+    base: Reading,
+  ): { counterDelta: number; ledgerFed: number; mismatch: number } | undefined {
+    const last = this.statements.lastCounter.get() as Reading;
+    if (!base || !last) return undefined;
+    const counterDelta = last.cards_inserted - base.cards_inserted;
+    const ledgerFed = last.ledger_fed - base.ledger_fed;
+    return { counterDelta, ledgerFed, mismatch: counterDelta - ledgerFed };
+  }
+
+  /** The movement as it will be stored (names trimmed), or a StockError saying what is wrong. */
+  private checkMovement(m: Movement, quantity: number): Movement {
+    const bad = (why: string) => new StockError("BAD_MOVEMENT", why);
+    if (!MOVEMENT_KINDS.includes(m.kind)) throw bad(`unknown movement kind '${String(m.kind)}'`);
+    if (m.reason !== undefined && !SPOIL_REASONS.includes(m.reason)) {
+      throw bad(`unknown spoil reason '${String(m.reason)}'`);
+    }
+    if ((m.kind === "spoiled") !== (m.reason !== undefined))
+      throw bad("a spoil reason goes with spoiled, only");
+    const feeder = requiredText(m.feeder, "a movement needs its feeder");
+    const stock = requiredText(m.stock, "a movement needs its stock");
+    const operator = optionalText(m.operator);
+    const secondOperator = optionalText(m.secondOperator);
+    const note = optionalText(m.note);
+    if (!Number.isSafeInteger(quantity)) throw bad("quantity must be a whole number of cards");
+    if (m.kind === "adjusted") {
+      if (quantity === 0) throw bad("an adjustment of 0 cards changes nothing");
+      if (!note || !operator) throw bad("an adjustment needs a note and the operator's name");
+    } else if (quantity <= 0) {
+      throw bad(`a ${m.kind} movement needs a positive quantity`);
+    }
+    if ((m.kind === "loaded" || m.kind === "returned") && !operator) {
+      throw bad(`${m.kind} needs the operator's name`);
+    }
+    if (secondOperator !== undefined) {
+      if (!operator) throw bad("a second operator confirms an operator's movement: name the operator too");
+      if (samePerson(operator, secondOperator)) {
+        throw new StockError(
+          "DUAL_CONTROL_REQUIRED",
+          "the second operator must be another person than the operator (dual control)",
+        );
+      }
+    }
+    if (m.kind === "adjusted" && Math.abs(quantity) > this.dualControlAbove && secondOperator === undefined) {
+      throw new StockError(
+        "DUAL_CONTROL_REQUIRED",
+        `an adjustment of ${Math.abs(quantity)} cards is above the dual-control threshold (${this.dualControlAbove}): a second operator must confirm it, not the same person`,
+      );
+    }
+    return {
+      ...m,
+      feeder,
+      stock,
+      ...(operator !== undefined ? { operator } : {}),
+      ...(secondOperator !== undefined ? { secondOperator } : {}),
+      ...(note !== undefined ? { note } : {}),
     };
   }
 
@@ -360,32 +517,33 @@ export class StockLedger {
   }
 }
 
-function signedDelta(row: LedgerRow): number {
-  switch (row.kind) {
-    case "loaded":
-    case "adjusted":
-      return row.quantity;
-    default:
-      return -row.quantity;
-  }
+/** Every spoil reason at 0: reports list them all, so scripts can rely on the keys. */
+export function zeroSpoiled(): Record<SpoilReason, number> {
+  return Object.fromEntries(SPOIL_REASONS.map((r) => [r, 0])) as Record<SpoilReason, number>;
 }
 
-function checkMovement(m: Movement, quantity: number): void {
-  const bad = (why: string) => new StockError("BAD_MOVEMENT", why);
-  if (!Number.isInteger(quantity)) throw bad("quantity must be a whole number of cards");
-  if (m.kind === "adjusted") {
-    if (quantity === 0) throw bad("an adjustment of 0 cards changes nothing");
-    if (!m.note || !m.operator) throw bad("an adjustment needs a note and the operator's name");
-  } else if (quantity <= 0) {
-    throw bad(`a ${m.kind} movement needs a positive quantity`);
-  }
-  if ((m.kind === "spoiled") !== (m.reason !== undefined))
-    throw bad("a spoil reason goes with spoiled, only");
-  if ((m.kind === "loaded" || m.kind === "returned") && !m.operator)
-    throw bad(`${m.kind} needs the operator's name`);
-  if (m.secondOperator !== undefined && m.secondOperator === m.operator) {
-    throw new StockError("DUAL_CONTROL_REQUIRED", "the second operator must be another person");
-  }
+export function spoiledTotal(l: Pick<FeederReport, "spoiled">): number {
+  return SPOIL_REASONS.reduce((n, r) => n + l.spoiled[r], 0);
+}
+
+function moved(l: FeederReport): boolean {
+  return l.loaded !== 0 || l.issued !== 0 || spoiledTotal(l) !== 0 || l.returned !== 0 || l.adjusted !== 0;
+}
+
+/** Names are compared as people would: "Alice" and " alice" are one person. */
+function samePerson(a: string, b: string): boolean {
+  return a.trim().toLocaleLowerCase() === b.trim().toLocaleLowerCase();
+}
+
+function optionalText(value: string | undefined): string | undefined {
+  const t = value?.trim();
+  return t ? t : undefined;
+}
+
+function requiredText(value: string | undefined, why: string): string {
+  const t = typeof value === "string" ? value.trim() : "";
+  if (!t) throw new StockError("BAD_MOVEMENT", why);
+  return t;
 }
 
 function toRow(r: RawRow): LedgerRow {
