@@ -24,6 +24,21 @@ if ((${#need_apt[@]})); then
     echo "setup: please install: ${need_apt[*]} (needs root)" >&2
   fi
 fi
+# promtool, Prometheus's own checker, checks and unit-tests the alert rules in deploy/prometheus/
+# (test/ops/alert-rules.test.ts); Debian ships it in the prometheus package. Only the tool is wanted:
+# installed without the recommended node exporter (and its ipmitool, smartmontools…), and where
+# systemd runs, the Prometheus server the package enables is stopped and disabled again.
+if ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing prometheus (for promtool)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+    promtool --version >/dev/null
+  else
+    echo "setup: please install: prometheus (for promtool; needs root)" >&2
+  fi
+fi
 
 # better-sqlite3 and the serialport/HID addons compile against the local Node headers.
 [ -d /usr/include/node ] && export npm_config_nodedir=/usr

@@ -1,8 +1,10 @@
 import type { EventEmitter } from "node:events";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { AgentConfig } from "../config/schema.js";
 import type { PrinterSnapshot, PrinterState } from "../devices/printer-supervisor.js";
 import { JOB_STATES, type JobState } from "../jobs/state-machine.js";
 import type { PipelineEvents } from "../pipeline/pipeline.js";
+import type { SuppliesSnapshot } from "../stock/supplies.js";
 import type { Clock } from "../util/clock.js";
 
 /** What the metrics read; KioskAgent has all of it. */
@@ -12,7 +14,14 @@ export interface MetricsSource {
   link: { isUp: boolean; stats: { sessions: number; malformed: number } };
   supervisor: { status: PrinterSnapshot };
   pipeline: EventEmitter<PipelineEvents>;
+  /** Ribbon, feeders, bins, cleaning and the counter check (agent/stock/supplies.ts). */
+  supplies(): SuppliesSnapshot;
+  /** The thresholds the supply gauges are compared with (the alert rules in deploy/prometheus/). */
+  config: { printer: Pick<AgentConfig["printer"], "feeders" | "bins"> };
 }
+
+/** `kiosk_printer_cleaning_due`: the value of each cleaning state. */
+export const CLEANING_DUE = { none: 0, advised: 1, required: 2 } as const;
 
 export const PRINTER_STATES: readonly PrinterState[] = ["connecting", "idle", "busy", "stopped", "offline"];
 
@@ -127,6 +136,8 @@ export function createMetrics(
     },
   });
 
+  addSupplyMetrics(source, registers);
+
   const steps = new Histogram({
     name: "kiosk_agent_step_duration_seconds",
     help: "Duration of each production step (render includes waiting for the printer to be ready).",
@@ -179,4 +190,135 @@ export function createMetrics(
       registry.clear();
     },
   };
+}
+
+/**
+ * Supplies as gauges (issue 13; docs/operations.md#health-and-metrics), named as the alert rules in
+ * deploy/prometheus/kiosk-agent-alerts.yml use them, without the `kiosk_agent_` prefix. A value not
+ * known yet (no status or counter read, a feeder never loaded) is left out, never exported as 0: an
+ * alert on it stays silent instead of firing on a made-up value.
+ */
+function addSupplyMetrics(metricsSource: MetricsSource, registers: Registry[]): void {
+  // One picture per scrape: the registry calls every collect() in one synchronous loop (each get()
+  // starts with it), and each supplies() is a handful of SQLite reads.
+  let cached: SuppliesSnapshot | undefined;
+  const source = {
+    config: metricsSource.config,
+    supplies(): SuppliesSnapshot {
+      if (!cached) {
+        cached = metricsSource.supplies();
+        queueMicrotask(() => {
+          cached = undefined;
+        });
+      }
+      return cached;
+    },
+  };
+  /** A gauge without labels whose value may be unknown. */
+  const optional = (name: string, help: string, read: (s: SuppliesSnapshot) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const value = read(source.supplies());
+        if (value === null) this.remove({});
+        else this.set(value);
+      },
+    });
+  const statusRead = (s: SuppliesSnapshot) => s.readAt !== null;
+
+  optional(
+    "kiosk_printer_ribbon_remaining_panels",
+    "Ribbon panels left, as the printer read them last (the printer warns RIBBON_LOW at 20 or fewer).",
+    (s) => s.ribbon.remaining,
+  );
+  optional(
+    "kiosk_printer_ribbon_capacity_panels",
+    "Panels of a full ribbon of the loaded kind, as the printer read them last.",
+    (s) => s.ribbon.capacity,
+  );
+  optional(
+    "kiosk_printer_cleaning_due",
+    "0: no cleaning due; 1: advised (the printer asks for a cleaning soon); 2: required (the printer refuses to print until it is cleaned).",
+    (s) => (statusRead(s) || s.cleaning === "required" ? CLEANING_DUE[s.cleaning] : null),
+  );
+  optional(
+    "kiosk_stock_ledger_mismatch_cards",
+    "The printer's inserted-cards counter delta minus the cards the stock ledger fed, since the last acknowledgement; 0 when they agree.",
+    (s) => s.counter.mismatch,
+  );
+  new Counter({
+    name: "kiosk_printer_counter_cards_total",
+    help: "The printer's own inserted-cards counter at its last read.",
+    registers,
+    collect() {
+      const value = source.supplies().counter.cardsInserted;
+      this.reset();
+      if (value === null) this.remove({});
+      else this.inc(value);
+    },
+  });
+
+  const perFeeder = (
+    name: string,
+    help: string,
+    read: (f: SuppliesSnapshot["feeders"][number], s: SuppliesSnapshot) => number | null,
+  ) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["feeder", "stock"],
+      registers,
+      collect() {
+        this.reset();
+        const s = source.supplies();
+        for (const f of s.feeders) {
+          const value = read(f, s);
+          if (value !== null) this.set({ feeder: f.feeder, stock: f.stock }, value);
+        }
+      },
+    });
+  perFeeder(
+    "kiosk_stock_cards",
+    "Cards in the feeder by the stock ledger's balance (left out while nothing was ever loaded into it).",
+    (f) => f.cards,
+  );
+  perFeeder(
+    "kiosk_stock_near_empty_threshold_cards",
+    "The feeder's configured near-empty level (printer.feeders[].nearEmptyAt): a balance at or below it is low.",
+    (f) => source.config.printer.feeders.find((c) => c.id === f.feeder)?.nearEmptyAt ?? null,
+  );
+  perFeeder(
+    "kiosk_printer_feeder_empty",
+    "1 while the feeder is empty (its sensor or a refused insert): its stock's jobs wait; 0 otherwise.",
+    (f, s) => (statusRead(s) || f.empty ? (f.empty ? 1 : 0) : null),
+  );
+
+  const perBin = (name: string, help: string, read: (b: SuppliesSnapshot["bins"][number]) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["bin"],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of source.supplies().bins) this.set({ bin: b.bin }, read(b));
+      },
+    });
+  perBin(
+    "kiosk_printer_bin_cards",
+    "Cards in the bin (reject box, capture bin) by the ledger since a technician last emptied it.",
+    (b) => b.cards,
+  );
+  perBin(
+    "kiosk_printer_bin_capacity_cards",
+    "Cards the bin holds (printer.bins.*.capacity).",
+    (b) => b.capacity,
+  );
+  perBin(
+    "kiosk_printer_bin_near_full_threshold_cards",
+    "The bin's configured nearly-full level (printer.bins.*.nearFullAt).",
+    (b) => source.config.printer.bins[b.bin].nearFullAt,
+  );
 }
