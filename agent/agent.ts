@@ -43,6 +43,7 @@ import { type SuppliesSnapshot, suppliesSnapshot } from "./stock/supplies.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
 import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
+import { removePidFile, writePidFile } from "./util/pid-file.js";
 import { AGENT_VERSION } from "./version.js";
 
 export interface AgentDependencies {
@@ -103,7 +104,7 @@ export class KioskAgent {
     this.log = deps.logger.child({ station: config.station.id });
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     const box = new SealedBox(loadOrCreateKey(join(config.dataDir, "data.key")));
-    this.store = new JobStore(join(config.dataDir, "jobs.sqlite"), box, this.clock);
+    this.store = new JobStore(join(config.dataDir, "jobs.sqlite"), box, this.clock, config.stock);
     this.link = new D1Link({
       url: config.d1.url,
       token: config.d1.token,
@@ -252,6 +253,8 @@ export class KioskAgent {
     if (this.started) return;
     this.started = true;
     this.log.info({ version: AGENT_VERSION }, "kiosk agent starting");
+    // A technician's standalone `printer` command reads it and keeps off a printer this agent holds.
+    writePidFile(this.config.dataDir, (err) => this.log.warn({ err }, "could not write the pid file"));
     this.link.start();
     this.startup = this.supervisor.start();
     // A separate encoder is opened now so a missing one shows in the log at start; if it is absent
@@ -361,15 +364,33 @@ export class KioskAgent {
     await this.health?.stop();
     this.disposeMetrics?.();
     await this.console?.stop();
+    const printerWasIdle = this.supervisor.status.state === "idle";
     this.supervisor.stop();
     await this.pipeline.stop();
+    if (printerWasIdle) await this.readCounterAtStop();
     this.outbox.flush();
     this.outbox.stop();
     await this.link.stop();
     await this.printer.close().catch(() => undefined);
     await this.magstripe.device?.close().catch(() => undefined);
     this.store.close();
+    removePidFile(this.config.dataDir);
     this.log.info("kiosk agent stopped");
+  }
+
+  /**
+   * A last counter reading, so the stock check covers every card this run fed (a reading is
+   * otherwise taken after each card's supply read, which a stop can overtake). Only from an idle
+   * printer: a stopped or absent one would make the stop wait for its timeouts.
+   */
+  private async readCounterAtStop(): Promise<void> {
+    if (!this.printer.isOpen || this.store.jobsIn(["PRODUCING", "PRESENTED"]).length > 0) return;
+    try {
+      const counters = await this.printer.readCounters();
+      if (counters.cardsInserted !== undefined) this.store.stock.recordCounter(counters.cardsInserted);
+    } catch (err) {
+      this.log.warn({ err }, "printer counter not read at stop");
+    }
   }
 
   /**

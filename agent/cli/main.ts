@@ -24,9 +24,17 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     summary: "audit export --data-dir DIR [--format csv|json] [--since ISO]: the audit trail",
     run: async (argv) => (await import("./audit.js")).auditCommand(argv),
   },
+  stock: {
+    summary: "stock report|load|return|adjust|empty-bin|acknowledge-counter: the card-stock ledger",
+    run: async (argv) => (await import("./stock.js")).stockCommand(argv),
+  },
   status: {
     summary: "ask a running agent: D1 link, devices, queue, last errors",
     run: async (argv) => (await import("./status.js")).statusCommand(argv),
+  },
+  printer: {
+    summary: "printer info|counters|clean|reset|eject|test-card: technician commands, audited",
+    run: async (argv) => (await import("./printer.js")).printerCommand(argv),
   },
   simulator: {
     summary: "the virtual printer on a pseudo-terminal, for an agent run separately; faults",

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, loadConfig } from "../config/load.js";
+import type { AgentConfig } from "../config/schema.js";
 import type { ConsoleSnapshot } from "../console/types.js";
 import { parseCommandArgs, UsageError } from "./args.js";
 import { shortId } from "./jobs-file.js";
@@ -22,8 +23,9 @@ Exit codes:
   0  the agent answered; the D1 link is up and no device is stopped or offline
   1  no status: the agent is unreachable, refused the token (401) or answered something else
   2  usage error
-  3  the agent answered, and something needs attention: the D1 link is not up, or a device is
-     stopped or offline (the reason is printed)`;
+  3  the agent answered, and something needs attention: the D1 link is not up, a device is
+     stopped or offline (the reason is printed), or a supply warning is raised (ribbon low, a
+     feeder empty or nearly empty, a bin nearly full, cleaning due, a counter mismatch)`;
 
 const OPTIONS = {
   url: { type: "string" },
@@ -70,10 +72,9 @@ export async function statusCommand(argv: string[], io: StatusIo = defaultIo): P
   let token = values.token ?? io.env["KIOSK_CONSOLE_TOKEN"];
   if (values.config) {
     try {
-      const config = loadConfig(values.config, io.env);
-      const host = config.console.host.includes(":") ? `[${config.console.host}]` : config.console.host;
-      url ??= `http://${host}:${config.console.port}`;
-      token ??= config.console.token ?? readTokenFile(join(config.dataDir, "console.token"));
+      const fromConfig = consoleOf(loadConfig(values.config, io.env));
+      url ??= fromConfig.url;
+      token ??= fromConfig.token;
     } catch (err) {
       if (err instanceof ConfigError) {
         io.err(err.message);
@@ -102,7 +103,7 @@ export async function statusCommand(argv: string[], io: StatusIo = defaultIo): P
       signal: AbortSignal.timeout(timeoutMs),
     });
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+    const cause = fetchFailureCode(err);
     io.err(`kiosk-agent status: cannot reach the agent's console at ${base.origin} (${cause})`);
     return 1;
   }
@@ -124,8 +125,31 @@ export async function statusCommand(argv: string[], io: StatusIo = defaultIo): P
   return needsAttention(snapshot) ? 3 : 0;
 }
 
+/**
+ * The console's address and token as an agent's configuration gives them: `console.host`/`port`,
+ * and `console.token` or the token file the agent wrote in its data directory (shared with
+ * `kiosk-agent printer`).
+ */
+export function consoleOf(config: AgentConfig): { url: string; token: string | undefined } {
+  const host = config.console.host.includes(":") ? `[${config.console.host}]` : config.console.host;
+  return {
+    url: `http://${host}:${config.console.port}`,
+    token: config.console.token ?? readTokenFile(join(config.dataDir, "console.token")),
+  };
+}
+
+/** Why a fetch to the console failed: the socket error code (ECONNREFUSED, …) or the error's name. */
+export function fetchFailureCode(err: unknown): string {
+  return (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
+}
+
 export function needsAttention(s: ConsoleSnapshot): boolean {
-  return s.d1.state !== "up" || s.devices.some((d) => d.state === "stopped" || d.state === "offline");
+  return (
+    s.d1.state !== "up" ||
+    s.devices.some((d) => d.state === "stopped" || d.state === "offline") ||
+    // An agent older than the supplies picture has none.
+    (s.supplies?.warnings.length ?? 0) > 0
+  );
 }
 
 /** The human-readable status, as `lpstat` would print it. */
@@ -148,6 +172,7 @@ export function formatStatus(s: ConsoleSnapshot, origin: string): string {
       `SWIPE     the teller must swipe the card through the magstripe encoder now (${s.swipe.operation}), before ${clock(s.swipe.until)}`,
     );
   }
+  if (s.supplies) lines.push("", ...formatSupplies(s.supplies));
   lines.push("");
   const q = s.queue;
   lines.push(
@@ -210,6 +235,33 @@ export function formatStatus(s: ConsoleSnapshot, origin: string): string {
   return lines.join("\n");
 }
 
+/** Ribbon, bins, cleaning and counter on one line; the feeders as a table; then each warning. */
+function formatSupplies(sup: NonNullable<ConsoleSnapshot["supplies"]>): string[] {
+  const r = sup.ribbon;
+  const parts = [
+    `ribbon ${r.remaining === null ? "unknown" : `${r.remaining}${r.capacity ? `/${r.capacity}` : ""} panels`}`,
+    `cleaning ${sup.cleaning}`,
+    ...sup.bins.map((b) => `${b.bin === "reject" ? "reject box" : "capture bin"} ${b.cards}/${b.capacity}`),
+    `printer counter ${sup.counter.cardsInserted ?? "not read"}`,
+  ];
+  const lines = [`SUPPLIES  ${parts.join(" · ")}`];
+  lines.push(
+    indent(
+      table(
+        ["FEEDER", "STOCK", "CARDS", "SENSOR"],
+        sup.feeders.map((f) => [
+          f.feeder,
+          f.stock,
+          f.cards === null ? "-" : String(f.cards),
+          f.empty ? "EMPTY" : f.nearEmpty ? "near empty" : "ok",
+        ]),
+      ),
+    ),
+  );
+  for (const w of sup.warnings) lines.push(`WARNING   ${w.keyword}: ${w.message}`);
+  return lines;
+}
+
 function deviceRow(d: ConsoleSnapshot["devices"][number]): string[] {
   const detail = [
     d.path,
@@ -247,7 +299,7 @@ function clock(iso: string): string {
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
-function readTokenFile(file: string): string | undefined {
+export function readTokenFile(file: string): string | undefined {
   try {
     return readFileSync(file, "utf8").trim() || undefined;
   } catch {

@@ -9,6 +9,18 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { describeLink } from "../../drivers/printer/create-printer.js";
+import type { KioskAgent } from "../agent.js";
+import {
+  checkOperator,
+  isTechnicianCommand,
+  READING_COMMANDS,
+  runTechnicianCommand,
+  TECHNICIAN_COMMANDS,
+  TechnicianAudit,
+  type TechnicianCommand,
+  TechnicianError,
+} from "../audit/technician-audit.js";
 import type { Logger } from "../log/logger.js";
 import { type Clock, systemClock } from "../util/clock.js";
 import { type ConsoleAgent, SnapshotSource } from "./snapshot.js";
@@ -55,6 +67,8 @@ export class ConsoleServer {
   private eventSeq = 0;
   private keepalive: object | undefined;
   private readonly detach: Array<() => void> = [];
+  /** The TECHNICIAN audit rows of printer commands, on the job store's connection (made on first use). */
+  private technicianAudit: TechnicianAudit | undefined;
 
   constructor(private readonly options: ConsoleServerOptions) {
     this.host = options.host ?? "127.0.0.1";
@@ -143,6 +157,7 @@ export class ConsoleServer {
     on(agent.pipeline, "step");
     on(agent.pipeline, "finished");
     on(agent.supervisor, "change");
+    on(agent.supervisor, "supplies");
     on(agent.swipePrompt, "change");
     if (simulator) this.detach.push(simulator.onChange(changed));
     agent.ready().then(changed, changed);
@@ -236,6 +251,10 @@ export class ConsoleServer {
       res.end(png);
       return;
     }
+    if (path.startsWith("/api/printer/")) {
+      await this.printerAction(req, res, method, url, path.slice("/api/printer/".length));
+      return;
+    }
     if (path.startsWith("/api/sim/")) {
       await this.simulatorAction(req, res, method, path.slice("/api/sim/".length));
       return;
@@ -300,6 +319,76 @@ export class ConsoleServer {
     }
   }
 
+  /**
+   * A technician's printer command (docs/console.md, `kiosk-agent printer`): `GET info|counters`,
+   * `POST clean|reset|eject|test-card` with `{operator?, feeder?}`. It runs between cards through the
+   * supervisor (`maintenance`: refused during a card or while the printer is away) and every run,
+   * done or refused, is a TECHNICIAN audit row.
+   */
+  private async printerAction(
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    url: URL,
+    name: string,
+  ): Promise<void> {
+    if (!isTechnicianCommand(name)) {
+      json(res, 404, { error: "unknown printer command", commands: TECHNICIAN_COMMANDS });
+      return;
+    }
+    const reading = READING_COMMANDS.has(name);
+    const allowed = reading ? "GET" : "POST";
+    if (method !== allowed) {
+      res.setHeader("Allow", allowed);
+      json(res, 405, { error: `${allowed} only` });
+      return;
+    }
+    let body: Record<string, unknown> | undefined;
+    if (reading) {
+      body = { operator: url.searchParams.get("operator") ?? undefined };
+    } else {
+      // As for the simulator buttons: JSON only (a CORS preflight nobody grants), no foreign Origin.
+      if (!(req.headers["content-type"] ?? "").startsWith("application/json") || !this.sameOrigin(req)) {
+        json(res, 403, { error: "JSON from the console page only" });
+        return;
+      }
+      body = await readJson(req);
+    }
+    const badRequest = (error: string): void =>
+      json(res, 400, { ok: false, command: name, code: "BAD_REQUEST", error });
+    if (!body) return badRequest("the body must be a JSON object of at most 4096 bytes");
+    if (body["feeder"] !== undefined && typeof body["feeder"] !== "string") {
+      return badRequest("feeder must be a feeder id (a string)");
+    }
+    let operator: string | undefined;
+    try {
+      operator = checkOperator(body["operator"]);
+    } catch (err) {
+      if (err instanceof TechnicianError) return badRequest(err.message);
+      throw err;
+    }
+    const agent = this.options.agent;
+    const router = agent.router;
+    this.technicianAudit ??= new TechnicianAudit(agent.store.db, this.clock);
+    const feeder = body["feeder"] as string | undefined;
+    const outcome = await runTechnicianCommand(
+      { command: name, operator, feeder, via: "console" },
+      {
+        run: (command: TechnicianCommand, operation) => agent.supervisor.maintenance(command, operation),
+        feeders: agent.config.printer.feeders.map((f) => f.id),
+        stockOf: (id) => router.stockOf(id),
+        ledger: agent.store.stock,
+        audit: this.technicianAudit,
+        link: describeLink(agent.config.printer),
+      },
+    );
+    this.log.info(
+      { command: name, result: outcome.ok ? "ok" : outcome.code, ...(operator ? { operator } : {}) },
+      "technician printer command",
+    );
+    json(res, outcome.ok ? 200 : technicianHttpStatus(outcome.code), outcome);
+  }
+
   private openStream(req: IncomingMessage, res: ServerResponse): void {
     res.writeHead(200, {
       "Content-Type": "text/event-stream; charset=utf-8",
@@ -340,6 +429,21 @@ export class ConsoleServer {
     const origin = req.headers.origin;
     if (origin === undefined) return true; // curl, the status CLI
     return origin === `http://${req.headers.host ?? ""}`;
+  }
+}
+
+/** A refused or failed printer command: bad request 400, a card in production 409, printer away 503, a printer fault 502. */
+function technicianHttpStatus(code: string): number {
+  switch (code) {
+    case "BAD_REQUEST":
+    case "BAD_FEEDER":
+      return 400;
+    case "PRINTER_BUSY":
+      return 409;
+    case "PRINTER_OFFLINE":
+      return 503;
+    default:
+      return 502;
   }
 }
 

@@ -10,6 +10,7 @@ import { Backoff } from "../d1/backoff.js";
 import type { Logger } from "../log/logger.js";
 import { type Clock, delay, type TimerHandle } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
+import { Mutex } from "../util/mutex.js";
 
 /**
  * What the kiosk's printer is doing, the way CUPS shows a printer: a state and, when it is not
@@ -96,6 +97,8 @@ export class PrinterSupervisor extends EventEmitter<{
   change: [PrinterSnapshot];
   /** A feeder was found empty, or has cards again. */
   feeders: [];
+  /** A status or counters read: the supplies picture may have changed. */
+  supplies: [];
 }> {
   private snapshot: PrinterSnapshot;
   private running = false;
@@ -113,6 +116,12 @@ export class PrinterSupervisor extends EventEmitter<{
     /** Set by a print refused NEED CLEANING: the cleanings counter then, if readable. */
     cleaningLatch?: { cleanings: number | undefined };
   } = { emptyFeeders: new Map() };
+  /**
+   * The supervisor's own turns at the printer (a recovery pass, clearing the path after a failure,
+   * a supply read, a technician's operation) take this lock, so none of them interleaves with
+   * another: a technician's command never meets a recovery pass half-way, nor the reverse.
+   */
+  private readonly turn = new Mutex();
   /** A supply read under way: awaitReady() lets no card start before it ends. */
   private supplyRead: Promise<void> | undefined;
   private supplyTimer: TimerHandle | undefined;
@@ -206,6 +215,30 @@ export class PrinterSupervisor extends EventEmitter<{
    * status is read again (a cleaning clears a NEED CLEANING stop).
    */
   async maintenance<T>(name: string, operation: (printer: CardPrinter) => Promise<T>): Promise<T> {
+    this.refuseMaintenanceNow();
+    // Waits for a recovery pass, a path clearing or a supply read under way, then checks again: a
+    // card may have started meanwhile. The check and the `busy` that follows are in one turn, as
+    // in awaitReady(), so a card and a technician's command never both start.
+    return this.turn.run(async () => {
+      this.refuseMaintenanceNow();
+      const before = this.snapshot;
+      this.set("busy", "MAINTENANCE");
+      this.log.info({ operation: name }, "technician operation");
+      try {
+        return await operation(this.options.printer);
+      } finally {
+        if (name === "clean") this.readings.cleaningLatch = undefined;
+        this.set(
+          before.state === "stopped" ? "stopped" : "idle",
+          before.state === "stopped" ? before.reason : undefined,
+        );
+        // After the lock is released: the status is read again, by the recovery loop or a supply read.
+        queueMicrotask(() => (this.snapshot.state === "stopped" ? this.recover() : this.readSupplies()));
+      }
+    });
+  }
+
+  private refuseMaintenanceNow(): void {
     const { state, reason } = this.snapshot;
     if (state === "busy") {
       throw new MaintenanceError(
@@ -218,20 +251,9 @@ export class PrinterSupervisor extends EventEmitter<{
     if (state === "offline" || state === "connecting" || !this.options.printer.isOpen) {
       throw new MaintenanceError("PRINTER_OFFLINE", `the printer is ${state}`);
     }
-    await this.supplyRead;
-    const before = this.snapshot;
-    this.set("busy", "MAINTENANCE");
-    this.log.info({ operation: name }, "technician operation");
-    try {
-      return await operation(this.options.printer);
-    } finally {
-      if (name === "clean") this.readings.cleaningLatch = undefined;
-      this.set(
-        before.state === "stopped" ? "stopped" : "idle",
-        before.state === "stopped" ? before.reason : undefined,
-      );
-      if (this.snapshot.state === "stopped") this.recover();
-      else this.readSupplies();
+    if (this.recovering && state === "idle") {
+      // Idle but a recovery pass is still clearing a failed card: the path is not free yet.
+      throw new MaintenanceError("PRINTER_BUSY", "the printer is clearing a card; try again in a moment");
     }
   }
 
@@ -271,7 +293,7 @@ export class PrinterSupervisor extends EventEmitter<{
       return;
     }
     try {
-      await this.clearCardPath();
+      await this.turn.run(() => this.clearCardPath());
       this.set("idle");
       this.readSupplies();
     } catch (clearErr) {
@@ -293,23 +315,26 @@ export class PrinterSupervisor extends EventEmitter<{
     const { printer, clock } = this.options;
     while (this.running) {
       try {
-        if (!printer.isOpen) {
-          await printer.open(this.resyncOnOpen ? { resync: true } : {});
-          this.resyncOnOpen = false;
-        }
-        if (this.firstOpen) {
-          await this.firstOpen();
-          this.firstOpen = undefined;
-        }
-        await this.clearCardPath();
-        const problem = await this.problemNow();
+        const problem = await this.turn.run(async () => {
+          if (!printer.isOpen) {
+            await printer.open(this.resyncOnOpen ? { resync: true } : {});
+            this.resyncOnOpen = false;
+          }
+          if (this.firstOpen) {
+            await this.firstOpen();
+            this.firstOpen = undefined;
+          }
+          await this.clearCardPath();
+          return this.problemNow();
+        });
         if (!problem) {
           this.backoff.reset();
           if (this.snapshot.state !== "busy") this.set("idle");
           this.readSupplies();
           return;
         }
-        this.set("stopped", problem);
+        // A technician's operation that began from "stopped" keeps its busy state until it ends.
+        if (this.snapshot.reason !== "MAINTENANCE") this.set("stopped", problem);
         await delay(clock, this.options.pollMs);
       } catch (err) {
         const code = err instanceof DeviceError ? err.code : "DEVICE_DISCONNECTED";
@@ -385,12 +410,14 @@ export class PrinterSupervisor extends EventEmitter<{
     this.readings.readAt = new Date(now).toISOString();
     this.options.onStatus?.(status);
     if (changed) this.emit("feeders");
+    this.emit("supplies");
     return status;
   }
 
   private observeCounters(counters: PrinterCounters): void {
     this.readings.counters = counters;
     this.options.onCounters?.(counters);
+    this.emit("supplies");
   }
 
   /**
@@ -402,9 +429,12 @@ export class PrinterSupervisor extends EventEmitter<{
     if (this.snapshot.state !== "idle") return;
     this.supplyRead = (async () => {
       try {
-        const problem = await this.problemNow();
-        this.observeCounters(await this.options.printer.readCounters());
-        if (problem && this.running) {
+        const problem = await this.turn.run(async () => {
+          const found = await this.problemNow();
+          this.observeCounters(await this.options.printer.readCounters());
+          return found;
+        });
+        if (problem && this.running && this.snapshot.state === "idle") {
           this.set("stopped", problem);
           this.recover();
         }
@@ -412,7 +442,9 @@ export class PrinterSupervisor extends EventEmitter<{
         // Stopping closes the printer under a read: nothing to report then.
         if (!this.running) return;
         this.log.warn({ err }, "supply read failed");
-        if (err instanceof DeviceError && err.device === "printer") {
+        // Only for an idle printer: a card or a technician's operation that started meanwhile has
+        // its own failure path.
+        if (err instanceof DeviceError && err.device === "printer" && this.snapshot.state === "idle") {
           this.set(err.code === "DEVICE_DISCONNECTED" ? "offline" : "stopped", err.code);
           this.recover();
         }
