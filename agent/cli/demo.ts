@@ -298,6 +298,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     }
     await o.onJobsEnded?.({ dataDir, agent, emulator });
     printSummary(emulator, [...new Set(accepted)], refused);
+    console.log(`\ncard stock: node bin/kiosk-agent.mjs stock report --data-dir ${dataDir} [--json]`);
     const previewFiles = await tools.finish();
     if (o.previews) console.log(`\npreviews: ${previewFiles.length} file(s) in ${o.previews}`);
     for (const f of previewFiles) console.log(`  ${f}`);

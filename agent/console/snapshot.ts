@@ -22,7 +22,16 @@ import type {
 
 export type ConsoleAgent = Pick<
   KioskAgent,
-  "config" | "link" | "store" | "pipeline" | "printer" | "supervisor" | "swipePrompt" | "ready"
+  | "config"
+  | "link"
+  | "store"
+  | "pipeline"
+  | "printer"
+  | "supervisor"
+  | "swipePrompt"
+  | "ready"
+  | "supplies"
+  | "router"
 >;
 
 interface RawRow {
@@ -136,6 +145,11 @@ export class SnapshotSource {
       },
       recentJobs: recent,
       lastErrors,
+      supplies: agent.supplies(),
+      stock: agent.store.stock.report({
+        since: startOfLocalDay(clock.now()),
+        singleFeeder: agent.config.printer.feeders.length === 1,
+      }),
     };
     const swipe = agent.swipePrompt.current;
     if (swipe) snapshot.swipe = swipe;
@@ -198,6 +212,13 @@ function toSummary(r: RawRow): JobSummary {
     ...(r.ended_at !== null ? { endedAt: r.ended_at } : {}),
     updatedAt: r.updated_at,
   };
+}
+
+/** Local midnight of the day `ms` falls in, as an ISO time: the daily reconciliation's start. */
+export function startOfLocalDay(ms: number): string {
+  const d = new Date(ms);
+  d.setHours(0, 0, 0, 0);
+  return d.toISOString();
 }
 
 function iso(ms: number): string {

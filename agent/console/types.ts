@@ -7,6 +7,8 @@
  */
 import type { PrinterState } from "../devices/printer-supervisor.js";
 import type { JobState } from "../jobs/state-machine.js";
+import type { SuppliesSnapshot } from "../stock/supplies.js";
+import type { StockReport } from "../store/stock-ledger.js";
 
 /** The printer supervisor's states: connecting, idle, busy, stopped (with a reason), offline. */
 export type DeviceState = PrinterState;
@@ -92,6 +94,10 @@ export interface ConsoleSnapshot {
   };
   recentJobs: JobSummary[];
   lastErrors: ErrorSummary[];
+  /** Ribbon, feeders (ledger balance and sensors), bins, cleaning, counter check, warnings (docs/stock.md). */
+  supplies: SuppliesSnapshot;
+  /** The card-stock report since local midnight: the day's reconciliation so far. */
+  stock: StockReport;
   /** Teller-assisted magstripe: the hand-swipe encoder waits for a person to swipe the card. */
   swipe?: { operation: string; since: string; until: string };
   preview?: PreviewSummary;

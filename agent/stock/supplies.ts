@@ -29,7 +29,7 @@ export interface SuppliesSnapshot {
 export interface FeederSupply {
   feeder: string;
   stock: string;
-  /** The ledger's balance; null while nothing was ever loaded into it. */
+  /** The ledger's balance; null while no load into it was ever recorded (the ledger is not kept yet). */
   cards: number | null;
   /** The sensor (or a refused insert) says empty. */
   empty: boolean;
@@ -81,7 +81,10 @@ const TO_REJECT_BOX: readonly SpoilReason[] = ["REJECTED_AFTER_PRINT", "MISFEED"
 
 export function suppliesSnapshot(
   readings: SupplyReadings,
-  ledger: Pick<StockLedger, "balances" | "spoiledSinceEmptied" | "counterCheck" | "lastCounter">,
+  ledger: Pick<
+    StockLedger,
+    "balances" | "spoiledSinceEmptied" | "counterCheck" | "lastCounter" | "lastLoadedStock"
+  >,
   router: StockRouter,
   config: SuppliesConfig,
 ): SuppliesSnapshot {
@@ -102,7 +105,7 @@ export function suppliesSnapshot(
   const feeders: FeederSupply[] = router.feeders.map((f) => {
     const stock = router.stockOf(f.id);
     const line = balances.find((b) => b.feeder === f.id && b.stock === stock);
-    const cards = line ? line.cards : null;
+    const cards = ledger.lastLoadedStock(f.id) === undefined ? null : (line?.cards ?? 0);
     const sensor = status?.feeders.find((s) => s.id === f.id);
     const empty = readings.emptyFeeders.has(f.id);
     const nearEmpty = !empty && ((sensor?.nearEmpty ?? false) || (cards !== null && cards <= f.nearEmptyAt));

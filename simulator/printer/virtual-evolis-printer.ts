@@ -300,6 +300,7 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
   /** A technician ran a cleaning card through. */
   clean(): void {
     this.cardsSinceCleaning = 0;
+    this.cleanings++;
   }
 
   get state(): VirtualPrinterState {

@@ -93,3 +93,51 @@ describe("the local console in headless Chromium", () => {
     expect(await page.content()).toContain("needs its token");
   });
 });
+
+describe("the console shows supplies and the day's card stock", () => {
+  let c: ConsoleRig | undefined;
+  let browser: Awaited<ReturnType<typeof launchChromium>> | undefined;
+  afterEach(async () => {
+    await browser?.close();
+    await c?.close();
+  });
+
+  it("ribbon low, one stock's feeder empty, cleaning due: each a warning line; feeders and the stock report as tables", async () => {
+    c = await startConsoleRig({
+      makeJob: () => job(),
+      rig: {
+        config: {
+          printer: {
+            feeders: [
+              { id: "1", stock: "DEBIT-CLASSIC" },
+              { id: "2", stock: "CREDIT-GOLD" },
+            ],
+          },
+        } as never,
+        printer: { feeders: { "1": 50, "2": 0 }, ribbonPanels: 15, cleaningAdvisedAfterCards: 0 },
+      },
+    });
+    await c.rig.agent.ready();
+    c.rig.agent.store.stock.record({
+      feeder: "1",
+      stock: "DEBIT-CLASSIC",
+      kind: "loaded",
+      quantity: 50,
+      operator: "t",
+    });
+    browser = await launchChromium();
+    const page = browser.context.pages()[0] ?? (await browser.context.newPage());
+    await page.goto(`${c.url}/?token=${CONSOLE_TOKEN}`);
+    await page.locator('#live[data-state="connected"]').waitFor();
+    // A card, so the page gets a fresh snapshot with the load and the issued card in it.
+    await page.locator("#push-sample").click();
+    await page.locator('#supply-warnings li[data-keyword="RIBBON_LOW"]').waitFor();
+    await page.locator('#supply-warnings li[data-keyword="FEEDER_EMPTY"][data-feeder="2"]').waitFor();
+    await page.locator('#supply-warnings li[data-keyword="CLEANING_ADVISED"]').waitFor();
+    await page.locator('#feeder-rows tr[data-feeder="2"][data-empty="true"]').waitFor();
+    const stockRow = page.locator("#stock-rows tr", { hasText: "DEBIT-CLASSIC" });
+    await expect.poll(async () => (await stockRow.textContent()) ?? "").toMatch(/DEBIT-CLASSIC0501–0049/);
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: `${ARTIFACTS}console-supplies.png`, fullPage: true });
+  });
+});

@@ -3,7 +3,7 @@ import { ConsoleServer } from "../../agent/console/server.js";
 import { simulatorControls } from "../../agent/console/sim-controls.js";
 import type { ConsoleSnapshot } from "../../agent/console/types.js";
 import { PreviewRecorder, printLinesFromStore } from "../../simulator/previews.js";
-import { type Rig, STATION, startRig } from "../support/e2e.js";
+import { type Rig, type RigOptions, STATION, startRig } from "../support/e2e.js";
 
 export const CONSOLE_TOKEN = "test-console-token-0123456789";
 
@@ -22,8 +22,10 @@ export interface ConsoleRig {
  * The e2e rig (D1 emulator, agent, virtual printer) with the console in simulator mode on an
  * ephemeral loopback port, as the demo runs it.
  */
-export async function startConsoleRig(options: { makeJob?: () => unknown } = {}): Promise<ConsoleRig> {
-  const rig = await startRig({ takeAfterMs: 0 });
+export async function startConsoleRig(
+  options: { makeJob?: () => unknown; rig?: RigOptions } = {},
+): Promise<ConsoleRig> {
+  const rig = await startRig({ takeAfterMs: 0, ...options.rig });
   const recorder = new PreviewRecorder({
     printer: rig.printer,
     pipeline: rig.agent.pipeline,

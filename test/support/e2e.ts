@@ -10,7 +10,10 @@ import type { Clock } from "../../agent/util/clock.js";
 import { InProcessApduTransport, VirtualCard } from "../../simulator/chip/virtual-card.js";
 import { D1Emulator } from "../../simulator/d1-emulator/emulator.js";
 import { attachVirtualPrinter } from "../../simulator/printer/index.js";
-import type { VirtualEvolisPrinter } from "../../simulator/printer/virtual-evolis-printer.js";
+import type {
+  VirtualEvolisPrinter,
+  VirtualPrinterOptions,
+} from "../../simulator/printer/virtual-evolis-printer.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { captureLogs } from "./log-capture.js";
 
@@ -52,6 +55,8 @@ export interface RigOptions {
   latency?: { commandMs?: number; printMs?: number; magMs?: number };
   /** Keep the host's bytes to the printer: `binding.takeRecording(PRINTER_PATH)`. */
   recordWire?: boolean;
+  /** More simulated printer options (feeders, ribbon, cleaning thresholds). */
+  printer?: VirtualPrinterOptions;
 }
 
 /**
@@ -71,6 +76,7 @@ export async function startRig(options: RigOptions = {}): Promise<Rig> {
     takeAfterMs: options.takeAfterMs === undefined ? 0 : options.takeAfterMs,
     ...(options.latency ? { latency: { commandMs: 0, printMs: 0, magMs: 0, ...options.latency } } : {}),
     ...(options.recordWire ? { record: true } : {}),
+    ...options.printer,
   });
   const card = new VirtualCard();
   const config = parseConfig({

@@ -13,7 +13,7 @@ import { EVOLIS_PRINT_AREA } from "../../drivers/printer/evolis/panel.js";
  * asserts `commands` stays empty).
  */
 export class FakePrinter implements CardPrinter {
-  readonly capabilities: PrinterCapabilities = {
+  readonly capabilities: PrinterCapabilities & { feeders: readonly string[] } = {
     family: "fake",
     printArea: EVOLIS_PRINT_AREA,
     feeders: ["1"],
@@ -32,10 +32,17 @@ export class FakePrinter implements CardPrinter {
     cleaning: "none",
   };
   readonly commands: string[] = [];
+  /** What readCounters() answers. */
+  counters: PrinterCounters = {};
   isOpen = false;
 
-  constructor(status: Partial<PrinterStatus> = {}) {
+  constructor(status: Partial<PrinterStatus> = {}, options: { feeders?: string[] } = {}) {
     Object.assign(this.status, status);
+    if (options.feeders) {
+      this.capabilities.feeders = options.feeders;
+      if (!status.feeders)
+        this.status.feeders = options.feeders.map((id) => ({ id, empty: false, nearEmpty: false }));
+    }
   }
 
   /** Kept for the tests written against the driver type: the fake is the printer itself. */
@@ -65,7 +72,7 @@ export class FakePrinter implements CardPrinter {
   }
 
   async readCounters(): Promise<PrinterCounters> {
-    return {};
+    return { ...this.counters };
   }
 
   insertCard = this.recorded("insertCard");
