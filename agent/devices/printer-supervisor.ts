@@ -355,18 +355,17 @@ export class PrinterSupervisor extends EventEmitter<{
       return;
     }
     this.log.warn({ position }, "a card was left in the printer; clearing it");
+    // Counted as found before it moves: a stop between the two must not lose the card.
+    this.options.onCardPathChecked?.(true);
     if (position !== "MOUTH") {
       await printer.rejectCard();
-      this.options.onCardPathChecked?.(true);
       return;
     }
     try {
       await printer.captureCard();
-      this.options.onCardPathChecked?.(true);
     } catch (err) {
       // Taken from the mouth between the status read and the capture: the path is clear.
       if (!(err instanceof DeviceError && err.code === "NO_CARD")) throw err;
-      this.options.onCardPathChecked?.(false);
     }
   }
 

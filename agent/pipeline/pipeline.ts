@@ -309,6 +309,8 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       this.move(id, "PRODUCING", "PRESENTED");
       state = "PRESENTED";
       await printer.presentCard();
+      // In the mouth: from here an untaken card is captured, not rejected (the ledger's reason).
+      store.markCardFed(id, "presented");
 
       enter("collect");
       const timeoutSec =

@@ -32,6 +32,10 @@ export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<
     const id = row.operationId;
     let decision = decide(row, position);
     log.warn({ operationId: id, state: row.state, position, outcome: decision.outcome }, "recovering a job");
+    if (row.state === "PRESENTED" && position === "MOUTH" && row.cardFed === "fed") {
+      // Killed after the eject, before it was recorded: the card did reach the mouth.
+      store.markCardFed(id, "presented");
+    }
     if (
       row.state === "PRODUCING" &&
       row.fedFrom !== null &&
@@ -44,7 +48,9 @@ export async function recoverInterruptedJobs(options: RecoveryOptions): Promise<
     }
     if (decision.clear) {
       // A retract is recorded before it is sent, so dying inside it again leads to the same decision.
-      if (row.state === "PRESENTED" && position === "MOUTH") {
+      // Also before rejecting a PRESENTED job's card still inside (killed before the eject): dying
+      // after that reject would otherwise leave PRESENTED with an empty path, read as "taken" (DONE).
+      if (row.state === "PRESENTED") {
         store.setRetractIntent(id, row.retractReason ?? REASONS.INTERRUPTED);
       }
       try {

@@ -135,13 +135,14 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
       -- Where a job's card comes from. card_stock: the stock the job asked for (productionData.cardStock,
       -- not a secret; the pipeline skips jobs whose feeder is empty by it). fed_from / fed_stock: the
       -- feeder routed to and the stock the ledger counts there, committed before the insert (intent).
-      -- card_fed: 'fed' once the printer took the card, 'misfed' when the feed itself failed with a
+      -- card_fed: 'fed' once the printer took the card, 'presented' once it is in the mouth (before
+      -- that a PRESENTED job's card is still inside: rejected, not captured), 'misfed' when the feed itself failed with a
       -- card taken, 'unknown' when the insert ended without an answer (resolved by the next look at
       -- the card path). The job's ledger movement is derived from these and its last move.
       ALTER TABLE jobs ADD COLUMN card_stock TEXT;
       ALTER TABLE jobs ADD COLUMN fed_from TEXT;
       ALTER TABLE jobs ADD COLUMN fed_stock TEXT;
-      ALTER TABLE jobs ADD COLUMN card_fed TEXT CHECK (card_fed IN ('fed','misfed','unknown'));
+      ALTER TABLE jobs ADD COLUMN card_fed TEXT CHECK (card_fed IN ('fed','presented','misfed','unknown'));
 
       -- The printer's own inserted-cards counter, read at start and after every card, beside the
       -- ledger's count of fed cards at that moment: the two are compared, never reconciled silently.

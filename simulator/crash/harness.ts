@@ -17,7 +17,13 @@ import {
 } from "../printer/virtual-evolis-printer.js";
 import { PtyDevice } from "../pty/pty-device.js";
 import { AgentProcess } from "./agent-process.js";
-import { checkRun, type RecordedOperation, type Verdict } from "./checks.js";
+import {
+  checkRun,
+  type LedgerInput,
+  type LedgerVerdict,
+  type RecordedOperation,
+  type Verdict,
+} from "./checks.js";
 import { Random } from "./random.js";
 
 const USAGE = `Usage: npm run crash -- [--iterations N] [--seed S] [--keep] [--verbose] [--lenient] [--standby N]
@@ -31,15 +37,16 @@ checks D1's record and the printer's card record. docs/crash-harness.md explains
   --keep          keep the temp dir (agent logs, D1 record, card record, verdict); kept anyway
                   when a check finds anything
   --verbose       one progress line per kill on stderr
-  --lenient       fail only on lost / duplicateCards / orderViolations; by default the run also
-                  fails on outcome or cancel mismatches (a status that contradicts where the card
-                  went), unmatched cards, protocol violations, events left in the outbox, jobs
-                  left open, a card left in the printer, an agent that did not stop cleanly, exited
-                  or did not start by itself
+  --lenient       fail only on lost / duplicateCards / orderViolations and the card-stock ledger's
+                  missing / double / multiple movements; by default the run also fails on outcome
+                  or cancel mismatches (a status that contradicts where the card went), unmatched
+                  cards, protocol violations, events left in the outbox, jobs left open, a card left
+                  in the printer, an agent that did not stop cleanly, exited or did not start by
+                  itself, and any other ledger discrepancy (ledger.discrepancies)
   --standby N     agents loading ahead while the current one runs (default 2)
 
-The last line of stdout is one JSON object; exit code 1 if lost, duplicateCards or orderViolations
-is not 0 (2: usage, 3: the harness itself failed).`;
+The last line of stdout is one JSON object; exit code 1 if lost, duplicateCards, orderViolations or
+the ledger's missing / double is not 0 (2: usage, 3: the harness itself failed).`;
 
 const STATION = "KIOSK-PS-101";
 /** Consecutive agents that die while loading before the run is given up (the tree is broken). */
@@ -184,6 +191,11 @@ interface KillRecord {
   /** Pipeline step the agent was in, from its store and the last printer command. */
   step: string;
   unackedEvents: number;
+  /**
+   * Cards the printer had fed minus cards the agent's ledger counted, as the next start finds them:
+   * 0, or 1 while the job of the last card has not ended (undefined: no store yet).
+   */
+  ledgerGap?: number;
   timing: { waitedForStandbyMs: number; helloMs: number | undefined; killMs: number };
 }
 
@@ -191,6 +203,8 @@ interface StoreSnapshot {
   inProduction?: { operationId: string; state: string; retractReason: string | null };
   unacked: number;
   open: number;
+  /** issued + spoiled in the ledger (undefined before the agent's first start made the table). */
+  ledgerCounted?: number;
 }
 
 interface Summary {
@@ -227,6 +241,11 @@ class CrashRun {
   private readonly byId = new Map<string, JobInfo>();
   private readonly byTrack2 = new Map<string, JobInfo>();
   private readonly kills: KillRecord[] = [];
+  /**
+   * Every card the printer fed, in order, whatever its `keepRecords`: the same objects as its record,
+   * so their outcomes follow the card to its end.
+   */
+  private readonly fedCards: CardRecord[] = [];
   private readonly cancels: Array<{ operationId: string; result: string }> = [];
   /** Card serial → the job the agent's store had in production when that card was in the printer. */
   private readonly hints = new Map<number, string>();
@@ -285,6 +304,7 @@ class CrashRun {
       seed: options.seed,
     });
     this.printer.on("card-presented", (card) => this.onCardPresented(card));
+    this.printer.on("card-inserted", (card) => this.fedCards.push(card));
   }
 
   get directory(): string {
@@ -340,17 +360,28 @@ class CrashRun {
     }
     const drain = await this.drain();
     this.scanCommands();
-    const verdict = this.verdict();
+    const ledgerInput = this.readLedger(drain.cleanStop);
+    const verdict = this.verdict(ledgerInput);
+    const ledger = this.ledgerSummary(verdict.ledger);
+    progress(`  ${ledgerLine(ledger)}`);
     const killsByStep: Record<string, number> = {};
     const killsByTrigger: Record<string, number> = {};
     for (const k of this.kills) {
       killsByStep[k.step] = (killsByStep[k.step] ?? 0) + 1;
       killsByTrigger[k.trigger] = (killsByTrigger[k.trigger] ?? 0) + 1;
     }
+    // The harness's own copy of the card record (whole, whatever the printer keeps), without images.
     writeFileSync(
       join(this.dir, "simulator-cards.json"),
-      JSON.stringify(this.printer.cardsForRecord(), null, 2),
+      JSON.stringify(
+        this.fedCards.map(({ front: _front, back: _back, ...rest }) => rest),
+        null,
+        2,
+      ),
     );
+    if (ledgerInput) {
+      writeFileSync(join(this.dir, "ledger.json"), JSON.stringify(ledgerInput, null, 2));
+    }
     writeFileSync(join(this.dir, "kills.json"), JSON.stringify(this.kills, null, 2));
     // Names and parameters only: the simulator logs Dm, Db and Dbc without their data.
     writeFileSync(join(this.dir, "printer-commands.log"), `${this.printer.commandLog.join("\n")}\n`);
@@ -387,6 +418,7 @@ class CrashRun {
       printerCommands: this.printer.commandLog.length,
       // Bytes sent after the printer's last command: 0 unless a frame was left unfinished.
       printerSilentBytes: this.hostBytes - this.hostBytesAtLastCommand,
+      ledger,
       seconds: Math.round((Date.now() - started) / 100) / 10,
     };
   }
@@ -488,7 +520,7 @@ class CrashRun {
             ? { nth: 1 + Math.floor(delayFraction * batch.length), delayFraction, fire, after }
             : undefined;
         void this.pushAll(batch, pushKill).then(() => {
-          if (cancel) after(cancelAt, () => this.cancelOne(batch, cancelPick));
+          if (cancel) after(cancelAt, () => this.cancelOne(batch, cancelPick, cleanups));
           // Long enough for the aimed step to come up behind a job or two already queued.
           const patience =
             target === "retract" ? 9_000 : target === "present" || target === "collect" ? 1_600 : 1_000;
@@ -688,14 +720,36 @@ class CrashRun {
     }
   }
 
-  /** D1 cancels one job of the batch: it may be queued, on the printer, presented or finished. */
-  private cancelOne(batch: JobInfo[], pick: number): void {
+  /**
+   * D1 cancels one job of the batch: it may be queued, on the printer, presented or finished. One
+   * cancel in three (pick < 1/3) is aimed instead at the job the store has in PRODUCING when the next
+   * print or encode command reaches the printer: a card is in the printer, so the job ends CANCELED
+   * with its card rejected (the ledger's CANCELED_IN_PRODUCTION), unless the kill comes first.
+   */
+  private cancelOne(batch: JobInfo[], pick: number, cleanups: Array<() => void>): void {
+    const agent = this.agent;
+    if (!agent?.running) return;
+    if (pick < 1 / 3) {
+      const watcher = (name: string): void => {
+        if (!PRINT_COMMANDS.has(name) && !ENCODE_COMMANDS.has(name)) return;
+        this.commandWatchers.delete(watcher);
+        if (this.agent !== agent || !agent.running) return;
+        const prod = this.snapshot()?.inProduction;
+        if (prod?.state === "PRODUCING") this.sendCancel(prod.operationId);
+      };
+      this.commandWatchers.add(watcher);
+      cleanups.push(() => this.commandWatchers.delete(watcher));
+      return;
+    }
     const candidates = batch.filter((j) => j.answered);
-    if (candidates.length === 0 || !this.agent?.running) return;
-    const info = candidates[Math.floor(pick * candidates.length)]!;
+    if (candidates.length === 0) return;
+    this.sendCancel(candidates[Math.floor(pick * candidates.length)]!.operationId);
+  }
+
+  private sendCancel(operationId: string): void {
     this.counters.cancels++;
-    this.emulator.cancel(info.operationId, { station: STATION, timeoutMs: 5_000 }).then(
-      (answer) => this.cancels.push({ operationId: info.operationId, result: answer.result }),
+    this.emulator.cancel(operationId, { station: STATION, timeoutMs: 5_000 }).then(
+      (answer) => this.cancels.push({ operationId, result: answer.result }),
       // No answer (the agent was killed, the link dropped): D1 knows nothing and checks nothing.
       () => undefined,
     );
@@ -756,11 +810,22 @@ class CrashRun {
       if (serial !== undefined) this.hints.set(serial, inProd.operationId);
     }
     this.previousInProduction = inProd?.operationId;
-    const record: KillRecord = { iteration, trigger, step, unackedEvents: snap?.unacked ?? 0, timing };
+    const ledgerGap =
+      snap?.ledgerCounted === undefined
+        ? undefined
+        : this.printer.state.counters.cardsInserted - snap.ledgerCounted;
+    const record: KillRecord = {
+      iteration,
+      trigger,
+      step,
+      unackedEvents: snap?.unacked ?? 0,
+      ...(ledgerGap === undefined ? {} : { ledgerGap }),
+      timing,
+    };
     this.kills.push(record);
     if (this.options.verbose) {
       progress(
-        `  #${iteration} kill (${trigger}) in ${step}${inProd ? ` ${inProd.state} ${inProd.operationId.slice(0, 8)}` : ""}, ${record.unackedEvents} unacked, printer ${this.printer.state.position} after ${last ?? "no command"}, ${timing.killMs} ms after start (hello ${timing.helloMs ?? "-"} ms, standby wait ${timing.waitedForStandbyMs} ms)`,
+        `  #${iteration} kill (${trigger}) in ${step}${inProd ? ` ${inProd.state} ${inProd.operationId.slice(0, 8)}` : ""}, ${record.unackedEvents} unacked, ledger gap ${ledgerGap ?? "-"}, printer ${this.printer.state.position} after ${last ?? "no command"}, ${timing.killMs} ms after start (hello ${timing.helloMs ?? "-"} ms, standby wait ${timing.waitedForStandbyMs} ms)`,
       );
     }
   }
@@ -785,7 +850,24 @@ class CrashRun {
           n: number;
         }
       ).n;
-      return { ...(prod ? { inProduction: prod } : {}), unacked, open };
+      let ledgerCounted: number | undefined;
+      try {
+        ledgerCounted = (
+          db
+            .prepare(
+              "SELECT COALESCE(SUM(quantity), 0) AS n FROM stock_ledger WHERE kind IN ('issued','spoiled')",
+            )
+            .get() as { n: number }
+        ).n;
+      } catch {
+        // A store from before the ledger's migration: no figure.
+      }
+      return {
+        ...(prod ? { inProduction: prod } : {}),
+        unacked,
+        open,
+        ...(ledgerCounted === undefined ? {} : { ledgerCounted }),
+      };
     } catch {
       return undefined;
     } finally {
@@ -834,12 +916,66 @@ class CrashRun {
     return { outboxLeft: snap?.unacked ?? -1, openLeft: snap?.open ?? -1, cleanStop };
   }
 
-  private verdict(): Verdict {
+  /**
+   * The agent's card-stock ledger and its jobs' feed columns, read after the last agent stopped, with
+   * the printer's inserted-cards counter. Undefined when the store has no ledger (the check fails).
+   */
+  private readLedger(cleanStop: boolean): LedgerInput | undefined {
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(this.dbFile, { readonly: true, fileMustExist: true });
+      const movements = db
+        .prepare("SELECT kind, reason, quantity, operation_id AS operationId FROM stock_ledger ORDER BY seq")
+        .all() as LedgerInput["movements"];
+      const jobs = db
+        .prepare(
+          "SELECT operation_id AS operationId, state, card_fed AS cardFed FROM jobs ORDER BY queue_seq",
+        )
+        .all() as LedgerInput["jobs"];
+      return {
+        movements,
+        jobs,
+        cardsInserted: this.printer.state.counters.cardsInserted,
+        cleanStop,
+      };
+    } catch (err) {
+      progress(`  could not read the ledger: ${(err as Error).message}`);
+      return undefined;
+    } finally {
+      db?.close();
+    }
+  }
+
+  /** The summary's `ledger` figures: the verdict's, and the gap at each kill. */
+  private ledgerSummary(verdict: LedgerVerdict | undefined): LedgerSummary {
+    const killGaps: Record<string, number> = {};
+    let killGapViolations = 0;
+    for (const k of this.kills) {
+      if (k.ledgerGap === undefined) continue;
+      killGaps[String(k.ledgerGap)] = (killGaps[String(k.ledgerGap)] ?? 0) + 1;
+      if (k.ledgerGap < 0 || k.ledgerGap > 1) {
+        killGapViolations++;
+        progress(
+          `  ledgerKillGap: iteration ${k.iteration} (${k.trigger}, ${k.step}): the printer had fed ${k.ledgerGap} cards more than the ledger counted`,
+        );
+      }
+    }
+    if (!verdict) return { readable: false, killGaps, killGapViolations, discrepancies: 1 };
+    return {
+      readable: true,
+      ...verdict,
+      killGaps,
+      killGapViolations,
+      discrepancies: verdict.discrepancies + killGapViolations,
+    };
+  }
+
+  private verdict(ledger: LedgerInput | undefined): Verdict {
     const operations = readFileSync(this.recordFile, "utf8")
       .split("\n")
       .filter((l) => l.trim() !== "")
       .map((l) => JSON.parse(l) as RecordedOperation);
-    const cards = this.printer.record;
+    const cards = this.fedCards;
     const fronts = new Map(cards.map((c) => [c.serial, c.front]));
     const jobByTrack2Sha = new Map([...this.byTrack2].map(([sha, info]) => [sha, info.operationId]));
     const frontShaOf = new Map<string, string>();
@@ -859,6 +995,7 @@ class CrashRun {
       cards,
       jobByTrack2Sha,
       cancels: this.cancels,
+      ...(ledger ? { ledger } : {}),
       // A card printed but never encoded: compare its front panel with each job's, the job the
       // store had in production at a kill first (rendering every job costs ~20 ms each).
       jobOfUnencodedCard: (card) => {
@@ -874,6 +1011,36 @@ class CrashRun {
       },
     });
   }
+}
+
+/** The summary's `ledger` object: LedgerVerdict, plus the gap at each kill. */
+type LedgerSummary = (
+  | ({ readable: true } & LedgerVerdict)
+  | { readable: false; missing?: undefined; double?: undefined; multipleMovements?: undefined }
+) & {
+  /** Kills by the gap (cards fed − ledger issued + spoiled) the next start found. */
+  killGaps: Record<string, number>;
+  /** Kills after which that gap was below 0 or above 1. */
+  killGapViolations: number;
+  discrepancies: number;
+};
+
+/** One line for stderr: "ledger: fed N, counted N (issued I, spoiled S: …), missing 0, double 0". */
+function ledgerLine(l: LedgerSummary): string {
+  if (!l.readable) return "ledger: could not be read from the agent's store";
+  const reasons = Object.entries(l.spoiledByReason)
+    .map(([r, n]) => `${r} ${n}`)
+    .join(", ");
+  const classes = Object.entries(l.byClass)
+    .map(([c, { printer, ledger }]) => `${c} ${printer}/${ledger}`)
+    .join(", ");
+  return (
+    `ledger: fed ${l.fed}, counted ${l.counted} (issued ${l.issued}, spoiled ${l.spoiled}${reasons ? `: ${reasons}` : ""}), ` +
+    `missing ${l.missing}, double ${l.double}, misclassified ${l.misclassified}, stranded ${l.stranded}; printer/ledger ${classes}; ` +
+    `multiple ${l.multipleMovements}, feeds without movement ${l.feedsWithoutMovement}, movements without feed ${l.movementsWithoutFeed}, ` +
+    `state mismatches ${l.stateMismatches}, job mismatches ${l.jobMismatches}, unknown feeds left ${l.unknownFeedsLeft}, ` +
+    `record mismatch ${l.recordMismatch}, gap at kills ${JSON.stringify(l.killGaps)}`
+  );
 }
 
 /** The context after `name`, given the one before it (CommandContext). */
@@ -921,7 +1088,12 @@ async function runHarness(options: HarnessOptions): Promise<{ summary: Summary; 
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
+  const ledger = summary["ledger"] as LedgerSummary;
+  // Nothing lost, nothing counted twice: as binding as lost / duplicateCards.
+  const ledgerFailed =
+    !ledger.readable || ledger.missing !== 0 || ledger.double !== 0 || ledger.multipleMovements !== 0;
   const anomalies =
+    ledger.discrepancies !== 0 ||
     summary["outcomeMismatches"] !== 0 ||
     summary["cancelMismatches"] !== 0 ||
     summary["unmatchedCards"] !== 0 ||
@@ -936,6 +1108,7 @@ async function runHarness(options: HarnessOptions): Promise<{ summary: Summary; 
     summary.lost !== 0 ||
     summary.duplicateCards !== 0 ||
     summary.orderViolations !== 0 ||
+    ledgerFailed ||
     (options.strict && anomalies);
   if (failed || anomalies || options.keep) progress(`  files kept in ${run.directory}`);
   else run.removeDirectory();

@@ -156,8 +156,8 @@ describe("kiosk-agent stock", () => {
     // The running agent's connection sees the load at once (same file, WAL).
     expect(s.stock.balances()).toEqual([{ feeder: "1", stock: "DEBIT-CLASSIC", cards: 100 }]);
 
-    job("a", "fed", "PRESENTED", "DONE");
-    job("b", "fed", "PRESENTED", "FAILED");
+    job("a", "presented", "PRESENTED", "DONE");
+    job("b", "presented", "PRESENTED", "FAILED");
     s.stock.recordCounter(703); // one more than the ledger: a card the ledger never saw
 
     // Without --stock: the stock last loaded into the feeder.
@@ -338,14 +338,14 @@ describe("kiosk-agent stock", () => {
     const s = openStore();
     s.stock.record({ feeder: "1", stock: "DEBIT-CLASSIC", kind: "loaded", quantity: 50, operator: "alice" });
     s.stock.recordCounter(1000);
-    job("a", "fed", "PRESENTED", "DONE");
+    job("a", "presented", "PRESENTED", "DONE");
     job("b", "misfed", "PRODUCING", "FAILED");
     s.stock.recordCounter(1002);
     clock.advance(60_000);
     const since = new Date(clock.now()).toISOString();
     clock.advance(60_000);
-    job("c", "fed", "PRESENTED", "DONE");
-    job("d", "fed", "PRESENTED", "FAILED");
+    job("c", "presented", "PRESENTED", "DONE");
+    job("d", "presented", "PRESENTED", "FAILED");
     job("e", "fed", "PRODUCING", "CANCELED");
     s.stock.recordCounter(1006); // 4 inserted since the last reading; the ledger fed 3
     s.stock.record({ feeder: "1", stock: "DEBIT-CLASSIC", kind: "returned", quantity: 4, operator: "bob" });
@@ -423,7 +423,7 @@ describe("kiosk-agent stock", () => {
     const s = openStore();
     s.stock.record({ feeder: "1", stock: "DEBIT-CLASSIC", kind: "loaded", quantity: 10, operator: "alice" });
     s.stock.recordCounter(10);
-    job("a", "fed", "PRESENTED", "DONE");
+    job("a", "presented", "PRESENTED", "DONE");
     s.stock.recordCounter(11);
     const config = writeConfig();
     const report = JSON.parse((await stock("report", "--config", config, "--json")).out);

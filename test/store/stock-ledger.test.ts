@@ -92,9 +92,11 @@ describe("StockLedger", () => {
     const report = ledger.report();
     expect(report.feeders).toHaveLength(1);
     const line = report.feeders[0]!;
-    expect(line.issued).toBe(1);
+    // Issued: taken from the mouth, or found gone from it; rejected: after a failed step, or
+    // never having reached the mouth.
+    expect(line.issued).toBe(2);
     expect(line.spoiled).toEqual({
-      REJECTED_AFTER_PRINT: 1,
+      REJECTED_AFTER_PRINT: 2,
       CAPTURED_NOT_TAKEN: 1,
       MISFEED: 1,
       TEST_CARD: 0,
@@ -118,7 +120,7 @@ describe("StockLedger", () => {
 
   it("counts a job's card once, whoever records it again", () => {
     load(10);
-    endJob("op-once", "fed", "PRESENTED", "DONE");
+    endJob("op-once", "presented", "PRESENTED", "DONE");
     tick();
     // Crash recovery or the supervisor recording the same card: refused quietly, nothing written.
     expect(
@@ -229,13 +231,13 @@ describe("StockLedger", () => {
   it("report: every spoil reason listed, opening balances before --since, the period's movements", () => {
     load(50);
     tick();
-    endJob("a", "fed", "PRESENTED", "DONE");
+    endJob("a", "presented", "PRESENTED", "DONE");
     endJob("b", "misfed", "PRODUCING", "FAILED");
     tick();
     const since = new Date(clock.now()).toISOString();
     tick();
-    endJob("c", "fed", "PRESENTED", "DONE");
-    endJob("d", "fed", "PRESENTED", "FAILED");
+    endJob("c", "presented", "PRESENTED", "DONE");
+    endJob("d", "presented", "PRESENTED", "FAILED");
     ledger.record({
       feeder: "1",
       stock: "DEBIT-CLASSIC",
@@ -299,7 +301,7 @@ describe("StockLedger", () => {
   it("report: the printer counter per line only for the one line of a single-feeder printer", () => {
     load(10);
     ledger.recordCounter(500);
-    endJob("a", "fed", "PRESENTED", "DONE");
+    endJob("a", "presented", "PRESENTED", "DONE");
     ledger.recordCounter(501);
     const one = ledger.report();
     expect(one.feeders[0]!.printerCounterDelta).toBe(1);
@@ -317,7 +319,7 @@ describe("StockLedger", () => {
     expect(store.db.prepare("SELECT COUNT(*) AS n FROM printer_counter_log").get()).toEqual({ n: 1 });
     tick();
     const since = new Date(clock.now()).toISOString();
-    endJob("a", "fed", "PRESENTED", "DONE");
+    endJob("a", "presented", "PRESENTED", "DONE");
     ledger.recordCounter(1001);
     expect(ledger.counterCheck()).toEqual({ counterDelta: 1, ledgerFed: 1, mismatch: 0 });
     // A test card printed from the printer's own menu: the printer counted it, the ledger did not.
@@ -328,7 +330,7 @@ describe("StockLedger", () => {
 
     // A card fed after the last reading, then the acknowledgement: the base is the reading as read,
     // so that card is not turned into a difference once the next reading comes.
-    endJob("b", "fed", "PRESENTED", "DONE");
+    endJob("b", "presented", "PRESENTED", "DONE");
     expect(() => ledger.acknowledgeCounter("tech", " ")).toThrow(
       expect.objectContaining({ code: "BAD_MOVEMENT" }),
     );
@@ -361,7 +363,7 @@ describe("StockLedger", () => {
   it("a bin's count starts again when it is emptied, and the emptying is audited", () => {
     load(10);
     endJob("a", "fed", "PRODUCING", "FAILED");
-    endJob("b", "fed", "PRESENTED", "FAILED");
+    endJob("b", "presented", "PRESENTED", "FAILED");
     expect(ledger.spoiledSinceEmptied("reject")).toMatchObject({
       REJECTED_AFTER_PRINT: 1,
       CAPTURED_NOT_TAKEN: 1,

@@ -236,7 +236,7 @@ export class EvolisPrinter implements CardPrinter {
    * every reopen applies them.
    */
   insertCard(feeder?: string): Promise<void> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       if (this.link === "serial") await this.applySettings();
       await this.selectFeeder(feeder);
       await this.expectOk("Si");
@@ -244,7 +244,7 @@ export class EvolisPrinter implements CardPrinter {
   }
 
   moveToContactStation(): Promise<void> {
-    return this.mutex.run(() => this.expectOk("Sis"));
+    return this.exclusive(() => this.expectOk("Sis"));
   }
 
   /**
@@ -258,7 +258,7 @@ export class EvolisPrinter implements CardPrinter {
     const frontFrame = front && encodeCompressedPanel(compressKO(panelFromImage(front)));
     const backFrame = back && encodeCompressedPanel(compressKO(panelFromImage(back)));
     const { printMs } = this.timeouts;
-    await this.mutex.run(async () => {
+    await this.exclusive(async () => {
       await this.expectOk("Pneab", ["A", "0"]);
       await this.expectOk("Pr", ["k"]);
       await this.expectOk("Ss");
@@ -282,7 +282,7 @@ export class EvolisPrinter implements CardPrinter {
   async encodeMagstripe(tracks: MagstripeTracks, coercivity: Coercivity): Promise<void> {
     const toWrite = tracksToWrite(tracks, { device: this.device, command: "Dm" });
     const { magMs } = this.timeouts;
-    await this.mutex.run(async () => {
+    await this.exclusive(async () => {
       await this.expectOk("Pmc", [coercivity === "HICO" ? "h" : "l"]);
       for (const { n, data } of toWrite) await this.expectOk("Dm", [String(n), data]);
       await this.expectOk("Smw", [], magMs);
@@ -316,7 +316,7 @@ export class EvolisPrinter implements CardPrinter {
    * a card that stayed in must never be taken for a card the cardholder took.
    */
   presentCard(): Promise<void> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       await this.expectOk("Pneab", ["A", "1"]);
       await this.expectOk("Se");
       const inside = await this.readInside();
@@ -334,7 +334,7 @@ export class EvolisPrinter implements CardPrinter {
   async waitForCardTaken(timeoutMs: number): Promise<boolean> {
     const deadline = this.clock.now() + timeoutMs;
     for (;;) {
-      const inMouth = await this.mutex.run(() => this.readMouth());
+      const inMouth = await this.exclusive(() => this.readMouth());
       if (!inMouth) return true;
       const left = deadline - this.clock.now();
       if (left <= 0) return false;
@@ -348,7 +348,7 @@ export class EvolisPrinter implements CardPrinter {
    * is already empty: the cardholder took it at the last moment.
    */
   captureCard(): Promise<void> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       if (!(await this.readMouth())) throw this.error("NO_CARD", "Sib", "the mouth is empty");
       try {
         await this.expectOk("Sib");
@@ -371,12 +371,12 @@ export class EvolisPrinter implements CardPrinter {
   }
 
   rejectCard(): Promise<void> {
-    return this.mutex.run(() => this.expectOk("Ser"));
+    return this.exclusive(() => this.expectOk("Ser"));
   }
 
   /** `Scp` (guide p.41): a cleaning cycle with the cleaning card the technician put in. */
   runCleaning(): Promise<void> {
-    return this.mutex.run(() => this.expectOk("Scp", [], this.timeouts.printMs));
+    return this.exclusive(() => this.expectOk("Scp", [], this.timeouts.printMs));
   }
 
   /**
@@ -384,7 +384,7 @@ export class EvolisPrinter implements CardPrinter {
    * again, since a restart loses them (guide p.20).
    */
   resetPrinter(): Promise<void> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       await this.expectOk("Srs", [], this.timeouts.printMs);
       await this.applySettings();
     });
@@ -392,7 +392,7 @@ export class EvolisPrinter implements CardPrinter {
 
   /** `St` (guide p.45): the printer's own test card, from `feeder`, out through the mouth. */
   printTestCard(feeder?: string): Promise<void> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       await this.selectFeeder(feeder);
       await this.expectOk("Pneab", ["A", "1"]);
       await this.expectOk("St", [], this.timeouts.printMs);
@@ -401,7 +401,7 @@ export class EvolisPrinter implements CardPrinter {
 
   /** The kiosk driver's Eject: `Pneab;A;1`, `Se`; the card goes out through the mouth. */
   ejectCard(): Promise<void> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       await this.expectOk("Pneab", ["A", "1"]);
       await this.expectOk("Se");
     });
@@ -415,7 +415,7 @@ export class EvolisPrinter implements CardPrinter {
    * have (near-empty sensor, reject-box sensor, cleaning) are skipped when refused.
    */
   readStatus(): Promise<PrinterStatus> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       const inside = await this.readInside();
       const cardPosition: CardPosition =
         inside !== "NONE" ? inside : (await this.readMouth()) ? "MOUTH" : "NONE";
@@ -449,7 +449,7 @@ export class EvolisPrinter implements CardPrinter {
 
   /** `Rco;c` (inserted cards), `Rco;p` (printed panels): the printer's own counters (guide p.31). */
   readCounters(): Promise<PrinterCounters> {
-    return this.mutex.run(async () => {
+    return this.exclusive(async () => {
       const cardsInserted = await this.readOptionalValue("Rco", ["c"], parseCount);
       const panelsPrinted = await this.readOptionalValue("Rco", ["p"], parseCount);
       const cleanings = await this.readOptionalValue("Rco", ["n"], parseCount);
@@ -461,10 +461,25 @@ export class EvolisPrinter implements CardPrinter {
     });
   }
 
+  /**
+   * One operation at a time. A command that timed out may have left the printer inside a frame (a
+   * `Dbc` whose bytes did not all arrive keeps it counting panel bytes: found by the crash harness,
+   * docs/crash-harness.md), so the next operation first brings it back to a command boundary.
+   */
+  private exclusive<T>(operation: () => Promise<T>): Promise<T> {
+    return this.mutex.run(async () => {
+      if (this.cutMidCommand && this.transport.isOpen) {
+        await this.resync();
+        this.cutMidCommand = false;
+      }
+      return operation();
+    });
+  }
+
   private async resync(): Promise<void> {
     this.log.warn(
       { bytes: RESYNC_PADDING.length },
-      "the last session may have ended mid-command; resynchronising the printer",
+      "the printer may be inside a cut command (a session cut off, a timeout); resynchronising it",
     );
     await this.transport.write(RESYNC_PADDING).catch((err: unknown) => {
       throw new DeviceError("DEVICE_DISCONNECTED", `resync: cannot write to ${this.transport.description}`, {
@@ -652,6 +667,7 @@ export class EvolisPrinter implements CardPrinter {
         // Garbage instead of an answer is a line problem, not a silent printer: say which.
         const garbled = this.stats.droppedFrames > droppedBefore;
         this.log.warn({ command: name, timeoutMs, garbled }, "printer did not answer in time");
+        this.cutMidCommand = true;
         entry.fail(
           garbled
             ? this.error("PROTOCOL_ERROR", name, `only unreadable bytes within ${timeoutMs} ms`)

@@ -481,6 +481,15 @@ describe("EvolisPrinter on the simulated Evolis (real SerialPortStream path)", (
     stuck.clock.advance(500);
     // Without the resync the first setting vanishes into the panel.
     await expect(open).rejects.toMatchObject({ code: "DEVICE_TIMEOUT", command: "Pem" });
+    // A command that timed out may have left the printer inside a frame: the next open (or
+    // operation) resyncs by itself, so a deaf printer does not stay deaf (docs/crash-harness.md, 6).
+    let reopened = false;
+    void stuck.driver.open().then(() => {
+      reopened = true;
+    });
+    await driveClock(stuck.clock, () => reopened, 100);
+    expect(reopened).toBe(true);
+    expect(stuck.printer.state.settings.errorMode).toBe(2);
 
     const { driver, printer, clock } = printerStack();
     closeAfter.push(() => driver.close());
