@@ -10,7 +10,6 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { describeLink } from "../../drivers/printer/create-printer.js";
-import type { KioskAgent } from "../agent.js";
 import {
   checkOperator,
   isTechnicianCommand,
