@@ -8,22 +8,35 @@ import { FakePrinter, settle } from "../support/fake-printer.js";
 const HOLD_MS = 120_000;
 const POLL_MS = 1_000;
 
+type SupervisorOptions = ConstructorParameters<typeof PrinterSupervisor>[0];
+
+/** Every supervisor a test started, stopped after it. */
+const running: PrinterSupervisor[] = [];
+afterEach(() => {
+  for (const s of running.splice(0)) s.stop();
+});
+
+/** A supervisor over the fake printer with the test's poll and reopen bounds, not started. */
+function supervisorFor(printer: FakePrinter, clock: ManualClock, extra: Partial<SupervisorOptions> = {}) {
+  const supervisor = new PrinterSupervisor({
+    printer: printer.driver,
+    clock,
+    logger: silentLogger,
+    pollMs: POLL_MS,
+    reopen: { initialMs: POLL_MS, maxMs: 10 * POLL_MS },
+    ...extra,
+  });
+  running.push(supervisor);
+  return supervisor;
+}
+
+async function started(printer: FakePrinter, clock: ManualClock, extra: Partial<SupervisorOptions> = {}) {
+  const supervisor = supervisorFor(printer, clock, extra);
+  await supervisor.start();
+  return supervisor;
+}
+
 describe("PrinterSupervisor.awaitReady", () => {
-  let supervisor: PrinterSupervisor | undefined;
-  afterEach(() => supervisor?.stop());
-
-  async function started(printer: FakePrinter, clock: ManualClock): Promise<PrinterSupervisor> {
-    supervisor = new PrinterSupervisor({
-      printer: printer.driver,
-      clock,
-      logger: silentLogger,
-      pollMs: POLL_MS,
-      reopen: { initialMs: POLL_MS, maxMs: 10 * POLL_MS },
-    });
-    await supervisor.start();
-    return supervisor;
-  }
-
   it("an abort ends the wait for a stopped printer at once: not ready, hold timer gone, printer not taken", async () => {
     const clock = new ManualClock();
     const sup = await started(new FakePrinter({ stopReasons: ["FEEDER_EMPTY"] }), clock);
@@ -83,26 +96,6 @@ describe("PrinterSupervisor.awaitReady", () => {
 });
 
 describe("PrinterSupervisor: supplies, feeders and cleaning (docs/stock.md)", () => {
-  let supervisor: PrinterSupervisor | undefined;
-  afterEach(() => supervisor?.stop());
-
-  async function started(
-    printer: FakePrinter,
-    clock: ManualClock,
-    extra: Partial<ConstructorParameters<typeof PrinterSupervisor>[0]> = {},
-  ): Promise<PrinterSupervisor> {
-    supervisor = new PrinterSupervisor({
-      printer: printer.driver,
-      clock,
-      logger: silentLogger,
-      pollMs: POLL_MS,
-      reopen: { initialMs: POLL_MS, maxMs: 10 * POLL_MS },
-      ...extra,
-    });
-    await supervisor.start();
-    return supervisor;
-  }
-
   const needCleaning = () =>
     new DeviceError("CLEANING_REQUIRED", "print: NEED CLEANING", { device: "printer" });
 
@@ -230,9 +223,6 @@ describe("PrinterSupervisor: supplies, feeders and cleaning (docs/stock.md)", ()
 });
 
 describe("PrinterSupervisor.maintenance never overlaps a card or a recovery pass", () => {
-  let supervisor: PrinterSupervisor | undefined;
-  afterEach(() => supervisor?.stop());
-
   it("a technician's command and a card waiting on the same supply read: one after the other, never both", async () => {
     const clock = new ManualClock();
     const printer = new FakePrinter();
@@ -246,16 +236,7 @@ describe("PrinterSupervisor.maintenance never overlaps a card or a recovery pass
       }
       return {};
     };
-    supervisor = new PrinterSupervisor({
-      printer: printer.driver,
-      clock,
-      logger: silentLogger,
-      pollMs: POLL_MS,
-      reopen: { initialMs: POLL_MS, maxMs: 10 * POLL_MS },
-      supplyPollMs: 60_000,
-    });
-    const sup = supervisor;
-    await sup.start();
+    const sup = await started(printer, clock, { supplyPollMs: 60_000 });
     await settle();
     expect(await sup.awaitReady(HOLD_MS)).toEqual({ ready: true });
     gated = true;
@@ -297,15 +278,7 @@ describe("PrinterSupervisor.maintenance never overlaps a card or a recovery pass
   it("a command run while the printer is stopped is not interrupted by the recovery loop's polls", async () => {
     const clock = new ManualClock();
     const printer = new FakePrinter({ stopReasons: ["COVER_OPEN"] });
-    supervisor = new PrinterSupervisor({
-      printer: printer.driver,
-      clock,
-      logger: silentLogger,
-      pollMs: POLL_MS,
-      reopen: { initialMs: POLL_MS, maxMs: 10 * POLL_MS },
-    });
-    const sup = supervisor;
-    await sup.start();
+    const sup = await started(printer, clock);
     expect(sup.status).toMatchObject({ state: "stopped", reason: "COVER_OPEN" });
     let finishOp: () => void = () => undefined;
     const op = sup.maintenance(
