@@ -100,7 +100,7 @@ export class TechnicianAudit {
       ...(extra.stock ? { stock: extra.stock } : {}),
     };
     this.insert.run(
-      new Date(this.clock.now()).toISOString(),
+      new Date(this.clock.wallNow()).toISOString(),
       outcome.ok ? null : outcome.code,
       outcome.ok ? null : outcome.error,
       JSON.stringify(detail),

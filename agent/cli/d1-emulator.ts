@@ -118,8 +118,9 @@ export async function d1EmulatorCommand(argv: string[], io: D1EmulatorIo = defau
     io.err(`kiosk-agent d1-emulator: cannot listen on ${o.host}:${o.port}: ${(err as Error).message}`);
     return 1;
   }
-  const started = Date.now();
-  const stamp = () => `${((Date.now() - started) / 1000).toFixed(2).padStart(7)}s`;
+  // Elapsed time on the monotonic clock: a wall-clock step must not make the stamps jump.
+  const started = performance.now();
+  const stamp = () => `${((performance.now() - started) / 1000).toFixed(2).padStart(7)}s`;
   io.out(`D1 emulator listening on ${url}`);
   io.out(`  agent configuration: "d1": { "url": "${url}", "token": "${o.token}", "allowInsecure": true }`);
   emulator.on("connection", (s) =>

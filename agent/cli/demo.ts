@@ -263,8 +263,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
 
   console.log(`kiosk-agent demo: station ${o.station}, D1 emulator ${url}, data dir ${dataDir}`);
   console.log(`  agent log: ${logFile}${recordFile ? `\n  D1 record: ${recordFile}` : ""}`);
-  const started = Date.now();
-  const stamp = () => `${((Date.now() - started) / 1000).toFixed(2).padStart(7)}s`;
+  // Elapsed time on the monotonic clock: a wall-clock step must not make the stamps jump.
+  const started = performance.now();
+  const stamp = () => `${((performance.now() - started) / 1000).toFixed(2).padStart(7)}s`;
   emulator.on("operation", (op: Operation) => console.log(`${stamp()}  D1 <- ${describeOperation(op)}`));
 
   agent.start();

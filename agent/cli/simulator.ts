@@ -123,8 +123,9 @@ export async function simulatorCommand(argv: string[], io: SimulatorIo = default
     throw err;
   }
 
-  const started = Date.now();
-  const stamp = () => `${((Date.now() - started) / 1000).toFixed(2).padStart(7)}s`;
+  // Elapsed time on the monotonic clock: a wall-clock step must not make the stamps jump.
+  const started = performance.now();
+  const stamp = () => `${((performance.now() - started) / 1000).toFixed(2).padStart(7)}s`;
   const describe = (card: CardRecord) => {
     const pan = card.tracks.find((t) => t.maskedPan)?.maskedPan;
     return `card #${card.serial}${pan ? ` ${pan}` : ""}`;

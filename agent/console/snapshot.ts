@@ -71,7 +71,8 @@ export class SnapshotSource {
     private readonly simulator: SimulatorControls | undefined,
     private readonly options: SnapshotOptions = {},
   ) {
-    this.link = agent.link.isUp ? { state: "up", since: clock.now() } : { state: "connecting" };
+    // Link `since` and every other time here is shown as a date: wall time (docs/architecture.md#time).
+    this.link = agent.link.isUp ? { state: "up", since: clock.wallNow() } : { state: "connecting" };
     const db = agent.store.db;
     // Read-only queries on the store's own connection (same process, same file).
     this.queries = {
@@ -82,10 +83,10 @@ export class SnapshotSource {
       ),
     };
     const onUp = (): void => {
-      this.link = { state: "up", since: this.clock.now() };
+      this.link = { state: "up", since: this.clock.wallNow() };
     };
     const onDown = (reason: string): void => {
-      const since = this.clock.now();
+      const since = this.clock.wallNow();
       this.link = { state: "down", since, reason };
       this.linkErrors.unshift({ at: iso(since), source: "d1", reason: "D1_LINK_DOWN", error: reason });
       this.linkErrors = this.linkErrors.slice(0, 5);
@@ -125,7 +126,7 @@ export class SnapshotSource {
     const url = safeHost(agent.config.d1.url);
     const snapshot: ConsoleSnapshot = {
       version: 1,
-      generatedAt: iso(clock.now()),
+      generatedAt: iso(clock.wallNow()),
       agentVersion: AGENT_VERSION,
       station: agent.config.station.id,
       mode: this.simulator ? "simulator" : "hardware",
@@ -147,7 +148,7 @@ export class SnapshotSource {
       lastErrors,
       supplies: agent.supplies(),
       stock: agent.store.stock.report({
-        since: startOfLocalDay(clock.now()),
+        since: startOfLocalDay(clock.wallNow()),
         singleFeeder: agent.config.printer.feeders.length === 1,
       }),
     };

@@ -32,7 +32,10 @@ export interface SupplyReadings {
   status?: PrinterStatus;
   readAt?: string;
   counters?: PrinterCounters;
-  /** Feeders known empty (by a sensor or a refused insert), since when (ms, the clock's). */
+  /**
+   * Feeders known empty (by a sensor or a refused insert), since when: monotonic ms (`clock.now()`),
+   * as the pipeline's hold bound counts from it; not a date.
+   */
   emptyFeeders: ReadonlyMap<string, number>;
   /** A print was refused for want of a cleaning: production stays stopped until the printer is cleaned. */
   cleaningRequired: boolean;
@@ -406,7 +409,7 @@ export class PrinterSupervisor extends EventEmitter<{
       }
     }
     this.readings.status = status;
-    this.readings.readAt = new Date(now).toISOString();
+    this.readings.readAt = new Date(this.options.clock.wallNow()).toISOString();
     this.options.onStatus?.(status);
     if (changed) this.emit("feeders");
     this.emit("supplies");
@@ -519,7 +522,8 @@ export class PrinterSupervisor extends EventEmitter<{
     for (const w of waiting) w();
   }
 
+  /** `since`, `at`, `readAt`: timestamps people read, so wall time (docs/architecture.md#time). */
   private isoNow(): string {
-    return new Date(this.options.clock.now()).toISOString();
+    return new Date(this.options.clock.wallNow()).toISOString();
   }
 }

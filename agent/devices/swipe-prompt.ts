@@ -27,7 +27,8 @@ export class SwipePrompt extends EventEmitter<{ change: [] }> {
   }
 
   request(request: SwipeRequest): void {
-    const now = this.clock.now();
+    // Times shown to the teller: wall time (the encoder's own wait runs on the monotonic clock).
+    const now = this.clock.wallNow();
     this.awaiting = {
       operation: request.operation,
       since: new Date(now).toISOString(),

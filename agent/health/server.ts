@@ -30,7 +30,8 @@ export class HealthServer {
   private server: Server | undefined;
   private starting: Promise<AddressInfo> | undefined;
   private readonly log: Logger;
-  private readonly startedAt = Date.now();
+  /** Monotonic (performance.now()): uptime is a duration, and must not follow a clock step. */
+  private readonly startedAt = performance.now();
 
   constructor(private readonly options: HealthServerOptions) {
     this.log = options.logger.child({ component: "health" });
@@ -90,7 +91,7 @@ export class HealthServer {
         sendJson(res, 200, {
           status: "ok",
           version: this.options.version,
-          uptimeSec: Math.round((Date.now() - this.startedAt) / 1000),
+          uptimeSec: Math.round((performance.now() - this.startedAt) / 1000),
         });
         return;
       case "/readyz": {

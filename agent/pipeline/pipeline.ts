@@ -76,6 +76,8 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   /** The job on the printer right now, if any (status, cancel and shutdown read it). */
   current: { operationId: string; step: ProductionStep } | undefined;
   private shutdownDeadline: number | undefined;
+  /** Held READY jobs → when the pipeline first found them held (monotonic ms). */
+  private heldFrom = new Map<string, number>();
   private readonly cancelRequests = new Map<
     string,
     (outcome: { canceled: boolean; state: JobState }) => void
@@ -163,16 +165,21 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   }
 
   /**
-   * A held job fails FEEDER_EMPTY once it has waited `holdWhileStoppedMs` (counted from when it was
-   * accepted or its feeder emptied, whichever is later), as a job waiting for a stopped printer
-   * does. Returns the next such deadline.
+   * A held job fails FEEDER_EMPTY once it has waited `holdWhileStoppedMs` (counted from when the
+   * pipeline first found it held, i.e. from its acceptance or its feeder emptying, whichever is
+   * later), as a job waiting for a stopped printer does. Returns the next such deadline.
    */
   private failExpiredHolds(held: Array<{ stock: string | null; since: number }>): number | undefined {
     const now = this.options.clock.now();
     let next: number | undefined;
+    const heldFrom = new Map<string, number>();
     for (const { stock, since } of held) {
       for (const job of this.options.store.readyJobsOfStock(stock)) {
-        const deadline = Math.max(since, Date.parse(job.acceptedAt)) + this.options.holdWhileStoppedMs;
+        // Not its acceptedAt: that is wall time, and a clock step would fail the job at once or hold
+        // it for hours. First seen is at most one card's production after it was accepted.
+        const seen = this.heldFrom.get(job.operationId) ?? now;
+        heldFrom.set(job.operationId, seen);
+        const deadline = Math.max(since, seen) + this.options.holdWhileStoppedMs;
         if (deadline > now) {
           next = Math.min(next ?? deadline, deadline);
           continue;
@@ -189,6 +196,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         });
       }
     }
+    this.heldFrom = heldFrom;
     return next;
   }
 

@@ -512,8 +512,13 @@ export class StockLedger {
     };
   }
 
+  /**
+   * Wall time, as people read a ledger. A backward clock step can give a movement an `at` before an
+   * earlier one's: `report --since` and `spoiledSinceEmptied` compare `at`, so a movement made just
+   * after such a step may fall before the period or the last emptying (docs/architecture.md#time).
+   */
   private isoNow(): string {
-    return new Date(this.clock.now()).toISOString();
+    return new Date(this.clock.wallNow()).toISOString();
   }
 }
 

@@ -75,7 +75,10 @@ interface ReaderEntry {
   atr: Buffer | undefined;
   /** The reader was seen without a card since our last disconnect from it. */
   sawEmpty: boolean;
-  /** When its monitor last reported (undefined: not yet, its thread may not be waiting yet). */
+  /**
+   * When its monitor last reported (undefined: not yet, its thread may not be waiting yet), on
+   * performance.now(): the waits counted from it are durations, which no wall-clock step may move.
+   */
   lastStatusAt: number | undefined;
 }
 
@@ -150,7 +153,7 @@ export class PcscApduTransport implements ApduTransport {
     if (this.closed) throw new ChipError("CHIP_IO_ERROR", undefined, "the PC/SC transport is closed");
     if (this.session) await this.disconnect();
     const readerName = await this.resolveReader();
-    const started = Date.now();
+    const started = performance.now();
     let mute = false;
     const ready = await this.waitFor(() => {
       const current = this.readers.get(readerName);
@@ -181,7 +184,7 @@ export class PcscApduTransport implements ApduTransport {
       {
         reader: readerName,
         protocol: protocol === SCARD_PROTOCOL_T0 ? "T=0" : "T=1",
-        waitedMs: Date.now() - started,
+        waitedMs: performance.now() - started,
       },
       "card connected",
     );
@@ -283,7 +286,7 @@ export class PcscApduTransport implements ApduTransport {
   private trackReader(reader: PcscReader): ReaderEntry {
     const entry: ReaderEntry = { reader, state: 0, atr: undefined, sawEmpty: false, lastStatusAt: undefined };
     reader.on("status", (status) => {
-      entry.lastStatusAt = Date.now();
+      entry.lastStatusAt = performance.now();
       entry.state = status.state;
       entry.atr = status.state & SCARD_STATE_PRESENT ? status.atr : undefined;
       if (status.state & SCARD_STATE_EMPTY) entry.sawEmpty = true;
@@ -318,16 +321,16 @@ export class PcscApduTransport implements ApduTransport {
    */
   private async retire(state: ContextState): Promise<void> {
     state.retired = true;
-    const deadline = Date.now() + 1000;
+    const deadline = performance.now() + 1000;
     for (;;) {
       const waitMs = Math.max(
         0,
         ...[...state.entries].map((e) =>
           e.lastStatusAt === undefined
-            ? Date.now() < deadline
+            ? performance.now() < deadline
               ? 10
               : 0
-            : e.lastStatusAt + MONITOR_SETTLE_MS - Date.now(),
+            : e.lastStatusAt + MONITOR_SETTLE_MS - performance.now(),
         ),
       );
       if (waitMs <= 0) break;

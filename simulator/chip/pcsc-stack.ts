@@ -157,7 +157,8 @@ const LOCK_FILE = join(tmpdir(), "kiosk-agent-pcsc-stack.lock");
  * lock file holding the owner's pid; a lock whose owner died is taken over. Returns the release.
  */
 async function acquireStackLock(timeoutMs: number, progress: (line: string) => void): Promise<() => void> {
-  const deadline = Date.now() + timeoutMs;
+  // Deadlines here and below on performance.now(): monotonic, a clock step moves none of them.
+  const deadline = performance.now() + timeoutMs;
   let told = false;
   for (;;) {
     try {
@@ -189,7 +190,7 @@ async function acquireStackLock(timeoutMs: number, progress: (line: string) => v
       }
       continue;
     }
-    if (Date.now() > deadline) {
+    if (performance.now() > deadline) {
       throw new Error(
         `the PC/SC stack is in use by process ${owner} (lock ${LOCK_FILE}) for over ${timeoutMs} ms`,
       );
@@ -241,8 +242,8 @@ async function waitForSocket(
   timeoutMs: number,
   died: () => string | undefined,
 ): Promise<true | string> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
     const death = died();
     if (death) return death;
     if (await answers(socketPath)) return true;

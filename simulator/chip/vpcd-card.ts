@@ -80,7 +80,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
   private readonly abruptGapMs: number;
   private readonly log: Logger | undefined;
   private link: Link | undefined;
-  /** When a link last went down without pcscd seeing the card leave. */
+  /** When a link last went down without pcscd seeing the card leave (performance.now(): a gap is a duration). */
   private abruptAt = Number.NEGATIVE_INFINITY;
   /** insert/remove run one after the other, in call order. */
   private ops: Promise<unknown> = Promise.resolve();
@@ -106,7 +106,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
   insert(): Promise<ChipCardRecord> {
     return this.enqueue(async () => {
       await this.leave();
-      const wait = this.abruptAt + this.abruptGapMs - Date.now();
+      const wait = this.abruptAt + this.abruptGapMs - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       return this.open();
     });
@@ -174,7 +174,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
   private async hangUp(): Promise<void> {
     const link = this.link;
     if (!link) return;
-    this.abruptAt = Date.now();
+    this.abruptAt = performance.now();
     link.socket.destroy();
     await link.closed;
   }
@@ -205,7 +205,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
             .catch((err: unknown) => {
               // A broken card model must not take the simulator down: the card "dies" instead.
               this.log?.error({ err }, "virtual card failed; dropping it from the reader");
-              this.abruptAt = Date.now();
+              this.abruptAt = performance.now();
               socket.destroy();
             });
         }
@@ -248,7 +248,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
       case "apdu": {
         if (link.leaving) {
           // A card on its way out does not answer.
-          this.abruptAt = Date.now();
+          this.abruptAt = performance.now();
           socket.destroy();
           return;
         }
@@ -261,7 +261,7 @@ export class VpcdCard extends EventEmitter<VpcdCardEvents> {
         } catch (err) {
           if (!(err instanceof CardRemovedError)) throw err;
           this.log?.debug({ serial: link.record.serial }, "card pulled out mid-script (fault)");
-          this.abruptAt = Date.now();
+          this.abruptAt = performance.now();
           socket.destroy();
           return;
         }

@@ -83,7 +83,7 @@ export interface VirtualMsr206Options {
 /** One ISO write that reached the stripe. Tracks are kept as hashes of their data, never in clear. */
 export interface StripeWriteRecord {
   serial: number;
-  /** Clock time (ms) of the write. */
+  /** Wall time (ms, the clock's wallNow()) of the write: a timestamp of the record. */
   at: number;
   coercivity: Coercivity;
   tracks: Array<{ n: TrackNumber; sha256: string }>;
@@ -472,7 +472,7 @@ export class VirtualMsr206 extends EventEmitter<VirtualMsr206Events> implements 
     }
     const record: StripeWriteRecord = {
       serial: this.writes.length + 1,
-      at: this.clock.now(),
+      at: this.clock.wallNow(),
       coercivity: this.coercivity,
       tracks: toWrite.map(({ n, data }) => ({ n, sha256: sha256(data) })),
     };

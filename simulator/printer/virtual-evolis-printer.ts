@@ -24,7 +24,7 @@ export type CardOutcome = "taken" | "captured" | "rejected" | "ejected" | "in-pr
 /** One card the simulated printer took from its feeder. Tracks are kept as hashes, never in clear. */
 export interface CardRecord {
   serial: number;
-  /** Clock time (ms) of the command that fed it. */
+  /** Wall time (ms, the clock's wallNow()) of the command that fed it: a timestamp of the record. */
   insertedAt: number;
   frontInkDots: number;
   backInkDots: number;
@@ -37,6 +37,7 @@ export interface CardRecord {
   /** The printer's own test card (`St`), not a job's. */
   testCard?: boolean;
   outcome: CardOutcome;
+  /** Wall time (ms) it ended. */
   endedAt?: number;
 }
 
@@ -795,7 +796,7 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
     this.readBuffer.clear();
     const card: CardRecord = {
       serial: this.nextSerial++,
-      insertedAt: this.clock.now(),
+      insertedAt: this.clock.wallNow(),
       frontInkDots: 0,
       backInkDots: 0,
       tracks: [],
@@ -868,7 +869,7 @@ export class VirtualEvolisPrinter extends EventEmitter<VirtualPrinterEvents> imp
     this.presented = false;
     if (!card) return;
     card.outcome = outcome;
-    card.endedAt = this.clock.now();
+    card.endedAt = this.clock.wallNow();
     this.emit(event, card);
     this.forgetOldCards();
   }
