@@ -1,4 +1,3 @@
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { BindingInterface } from "@serialport/bindings-interface";
 import type { ApduTransport } from "../drivers/chip/apdu-transport.js";
@@ -40,9 +39,11 @@ import { REASONS } from "./pipeline/reasons.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
 import { StockRouter } from "./stock/stock-router.js";
 import { type SuppliesSnapshot, suppliesSnapshot } from "./stock/supplies.js";
+import { checkDataDir, KEY_FILE, STORE_FILE, writeMarker } from "./store/data-dir.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
 import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
+import { mkdirDurably } from "./util/durable-file.js";
 import { removePidFile, writePidFile } from "./util/pid-file.js";
 import { AGENT_VERSION } from "./version.js";
 
@@ -102,9 +103,13 @@ export class KioskAgent {
   ) {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger.child({ station: config.station.id });
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    const box = new SealedBox(loadOrCreateKey(join(config.dataDir, "data.key")));
-    this.store = new JobStore(join(config.dataDir, "jobs.sqlite"), box, this.clock, config.stock);
+    mkdirDurably(config.dataDir, 0o700);
+    // Never a new store over a lost one, nor a new key beside a store sealed with the old one
+    // (docs/operations.md, "The data directory at start"): each refusal names the file.
+    const dir = checkDataDir(config.dataDir);
+    const box = new SealedBox(loadOrCreateKey(join(config.dataDir, KEY_FILE), { create: dir.fresh }));
+    this.store = new JobStore(join(config.dataDir, STORE_FILE), box, this.clock, config.stock);
+    writeMarker(config.dataDir, this.store.storeId);
     this.link = new D1Link({
       url: config.d1.url,
       token: config.d1.token,

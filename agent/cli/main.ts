@@ -28,6 +28,10 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     summary: "stock report|load|return|adjust|empty-bin|acknowledge-counter: the card-stock ledger",
     run: async (argv) => (await import("./stock.js")).stockCommand(argv),
   },
+  store: {
+    summary: "store check: whether the data directory's store and key are fit to start on",
+    run: async (argv) => (await import("./store.js")).storeCommand(argv),
+  },
   status: {
     summary: "ask a running agent: D1 link, devices, queue, last errors",
     run: async (argv) => (await import("./status.js")).statusCommand(argv),

@@ -1,7 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CompactEncrypt, calculateJwkThumbprint, compactDecrypt, exportJWK } from "jose";
+import { mkdirDurably, writeFileDurably } from "../util/durable-file.js";
 import { CodedError } from "../util/errors.js";
 
 /**
@@ -155,7 +156,7 @@ export async function generateStationKeyPair(
   dir: string,
   options: { force?: boolean } = {},
 ): Promise<GeneratedKeyPair> {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  mkdirDurably(dir, 0o700);
   const privateKeyFile = join(dir, "station-jwe.key");
   const publicKeyFile = join(dir, "station-jwe.pub.pem");
   const publicJwkFile = join(dir, "station-jwe.pub.jwk.json");
@@ -165,10 +166,13 @@ export async function generateStationKeyPair(
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
   const kid = await keyId(publicKey);
   const pem = privateKey.export({ type: "pkcs8", format: "pem" }) as string;
-  writeFileSync(privateKeyFile, pem, { mode: 0o600, flag: options.force ? "w" : "wx" });
-  chmodSync(privateKeyFile, 0o600);
-  writeFileSync(publicKeyFile, publicKey.export({ type: "spki", format: "pem" }) as string, { mode: 0o644 });
+  // Durably (temp, fsync, rename, directory fsync): a power cut after `keys generate` must not leave
+  // an empty private key whose public half D1 already holds.
+  writeFileDurably(privateKeyFile, pem, { mode: 0o600, exclusive: !options.force });
+  writeFileDurably(publicKeyFile, publicKey.export({ type: "spki", format: "pem" }) as string, {
+    mode: 0o644,
+  });
   const jwk = { ...(await exportJWK(publicKey)), kid, use: "enc", alg: JWE_ALG };
-  writeFileSync(publicJwkFile, `${JSON.stringify(jwk, null, 2)}\n`, { mode: 0o644 });
+  writeFileDurably(publicJwkFile, `${JSON.stringify(jwk, null, 2)}\n`, { mode: 0o644 });
   return { privateKeyFile, publicKeyFile, publicJwkFile, kid };
 }

@@ -5,7 +5,7 @@ import { type FromState, isTerminal, type JobState, transitionEvent } from "../j
 import { type CardFeed, movementFor } from "../stock/card-movement.js";
 import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
-import { migrate } from "./migrations.js";
+import { migrate, StoreCheckError } from "./migrations.js";
 import type { SealedBox } from "./sealed-box.js";
 import { type LedgerOptions, StockLedger } from "./stock-ledger.js";
 
@@ -117,6 +117,9 @@ interface RawEventRow {
   send_count: number;
 }
 
+/** What store_meta.key_check seals: any constant; only whether the key opens it matters. */
+const KEY_CHECK = "kiosk-agent data key check";
+
 const JOB_COLUMNS =
   "operation_id, card_id, issuer_request_id, state, reason, error_code, error, masked_pan, collect_timeout_sec, retract_reason, card_stock, fed_from, fed_stock, card_fed, accepted_at, ended_at, updated_at";
 
@@ -131,6 +134,8 @@ export class JobStore {
   readonly db: Database.Database;
   /** The card-stock ledger, in the same database (docs/stock.md). */
   readonly stock: StockLedger;
+  /** This store's identity (store_meta; also in the data directory's store.id). */
+  readonly storeId: string;
   private readonly statements;
 
   constructor(
@@ -150,7 +155,13 @@ export class JobStore {
     this.db.pragma("secure_delete = ON");
     // better-sqlite3 builds SQLite with a 16 MB page cache; the working set here is a few pages.
     this.db.pragma("cache_size = -2000");
-    migrate(this.db);
+    try {
+      migrate(this.db, file);
+      this.storeId = this.identity(file);
+    } catch (err) {
+      this.db.close();
+      throw err;
+    }
     this.scrubWal();
     this.stock = new StockLedger(this.db, clock, ledger);
     this.statements = {
@@ -162,9 +173,12 @@ export class JobStore {
            @sealedJob, @collectTimeoutSec, @cardStock, @acceptedAt, @endedAt, @acceptedAt,
            (SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM jobs))`,
       ),
+      // ended_at is never before accepted_at: D1 reads them as endTime and startTime, and a wall clock
+      // stepped back while the job ran would otherwise end it before it started (ISO strings of one
+      // format compare as times; MAX() with a NULL @endedAt is NULL, so a non-terminal move keeps it).
       update: this.db.prepare(
         `UPDATE jobs SET state = @to, reason = COALESCE(@reason, reason), error_code = COALESCE(@errorCode, error_code),
-           error = COALESCE(@error, error), ended_at = COALESCE(@endedAt, ended_at), updated_at = @now,
+           error = COALESCE(@error, error), ended_at = COALESCE(MAX(@endedAt, accepted_at), ended_at), updated_at = @now,
            sealed_job = CASE WHEN @purge = 1 THEN NULL ELSE sealed_job END
          WHERE operation_id = @operationId AND state = @from`,
       ),
@@ -217,6 +231,33 @@ export class JobStore {
         `SELECT ${JOB_COLUMNS} FROM jobs WHERE updated_at >= ? ORDER BY updated_at, queue_seq LIMIT ?`,
       ),
     };
+  }
+
+  /**
+   * The store's id and a constant sealed with the data key, made at the store's first open; later
+   * opens check the key against it, so a key that is not this store's is refused at start instead
+   * of failing every pending job SEALED_DATA_CORRUPT.
+   */
+  private identity(file: string): string {
+    const row = this.db.prepare("SELECT store_id, key_check FROM store_meta WHERE id = 1").get() as
+      | { store_id: string; key_check: Buffer }
+      | undefined;
+    if (!row) {
+      const storeId = randomUUID();
+      this.db
+        .prepare("INSERT INTO store_meta (id, store_id, key_check, created_at) VALUES (1, ?, ?, ?)")
+        .run(storeId, this.box.seal(KEY_CHECK, storeId), new Date(this.clock.wallNow()).toISOString());
+      return storeId;
+    }
+    try {
+      this.box.open(row.key_check, row.store_id);
+    } catch {
+      throw new StoreCheckError(
+        "KEY_MISMATCH",
+        `the data key does not open ${file} (store ${row.store_id}): it is not this store's key; restore this store's data.key from its backup`,
+      );
+    }
+    return row.store_id;
   }
 
   close(): void {
@@ -603,8 +644,9 @@ export class JobStore {
     }
   }
 
+  /** Wall time: every time the store writes is a timestamp, never a deadline (docs/architecture.md#time). */
   private isoNow(): string {
-    return new Date(this.clock.now()).toISOString();
+    return new Date(this.clock.wallNow()).toISOString();
   }
 }
 

@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { CodedError } from "../util/errors.js";
 
 /**
  * Numbered schema migrations, applied in order at start inside one transaction each.
@@ -206,25 +207,99 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
     `,
   },
+  {
+    version: 6,
+    sql: `
+      -- Who this store is (docs/operations.md, "The data directory at start"). store_id is also in
+      -- the data directory's store.id file, so a store that went missing, or a write-ahead log of
+      -- another store replayed onto this one, is noticed instead of silently accepted. key_check is
+      -- a constant sealed with the data key: a key that does not open it is not this store's key.
+      -- The row is written by JobStore right after the migrations (it needs the key).
+      CREATE TABLE store_meta (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        store_id   TEXT NOT NULL,
+        key_check  BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        writes     INTEGER NOT NULL DEFAULT 0
+      );
+      -- Every transaction that writes a job, an event, an audit row or a ledger movement also writes
+      -- the store_meta page, so any write-ahead log of this store carries its store_id: a log of
+      -- another store replayed onto this file shows the other id and is refused.
+      CREATE TRIGGER meta_on_job_insert AFTER INSERT ON jobs
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+      CREATE TRIGGER meta_on_job_update AFTER UPDATE ON jobs
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+      CREATE TRIGGER meta_on_event_insert AFTER INSERT ON events
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+      CREATE TRIGGER meta_on_event_update AFTER UPDATE ON events
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+      CREATE TRIGGER meta_on_audit_insert AFTER INSERT ON audit_log
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+      CREATE TRIGGER meta_on_stock_insert AFTER INSERT ON stock_ledger
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+    `,
+  },
 ];
 
-export function migrate(db: Database.Database): void {
+/** The newest schema this code knows. */
+export const SCHEMA_VERSION = Math.max(...MIGRATIONS.map((m) => m.version));
+
+/** Why a data directory's store cannot be used; the message names the file and what to do. */
+export class StoreCheckError extends CodedError<
+  | "STORE_SCHEMA_NEWER"
+  | "STORE_MIGRATION_FAILED"
+  | "STORE_MISSING"
+  | "STORE_EMPTY"
+  | "STORE_MISMATCH"
+  | "STORE_UNREADABLE"
+  | "KEY_MISMATCH"
+> {}
+
+/** The schema versions a store has applied, newest last (none for a new file). */
+export function appliedVersions(db: Database.Database): number[] {
+  const table = db
+    .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+    .get();
+  if (!table) return [];
+  return (
+    db.prepare("SELECT version FROM schema_migrations ORDER BY version").all() as { version: number }[]
+  ).map((r) => r.version);
+}
+
+/**
+ * Brings the store to SCHEMA_VERSION, one transaction per migration. A store written by a newer
+ * agent is refused before anything is written (an older agent would misread it); a migration that
+ * fails rolls back whole and is refused with its reason: the store is left as it was.
+ */
+export function migrate(db: Database.Database, file = "jobs.sqlite"): void {
+  const done = appliedVersions(db);
+  const newest = done.at(-1) ?? 0;
+  if (newest > SCHEMA_VERSION) {
+    throw new StoreCheckError(
+      "STORE_SCHEMA_NEWER",
+      `${file} has schema version ${newest}, this agent knows up to ${SCHEMA_VERSION}: it was written by a newer kiosk-agent; install that version again (the store was not changed)`,
+    );
+  }
   db.exec(
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
   );
-  const applied = new Set(
-    (db.prepare("SELECT version FROM schema_migrations").all() as { version: number }[]).map(
-      (r) => r.version,
-    ),
-  );
+  const applied = new Set(done);
   for (const m of MIGRATIONS) {
     if (applied.has(m.version)) continue;
-    db.transaction(() => {
-      db.exec(m.sql);
-      db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(
-        m.version,
-        new Date().toISOString(),
+    try {
+      db.transaction(() => {
+        db.exec(m.sql);
+        db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(
+          m.version,
+          new Date().toISOString(),
+        );
+      })();
+    } catch (err) {
+      throw new StoreCheckError(
+        "STORE_MIGRATION_FAILED",
+        `${file}: schema migration ${m.version} failed (${(err as Error).message}) and was rolled back; the store is as it was. Its schema does not match its migration record: restore it from a backup, or run 'kiosk-agent store check' and contact support`,
+        { cause: err },
       );
-    })();
+    }
   }
 }

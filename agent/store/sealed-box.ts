@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { writeFileDurably } from "../util/durable-file.js";
 import { CodedError } from "../util/errors.js";
 
 /**
@@ -33,13 +34,22 @@ export class SealedBox {
 }
 
 /**
- * Loads the data key from `file`, creating it (32 random bytes, mode 0600) on first run. A key file
- * readable by others is refused: the key protects card data.
+ * Loads the data key from `file`. With `create` (a data directory whose store does not exist yet:
+ * nothing is sealed with any key) a missing or unreadable key file is (re)made: 32 random bytes,
+ * mode 0600, written durably. Otherwise a missing or damaged key is refused: a new key beside a
+ * store of sealed jobs would turn every pending job into SEALED_DATA_CORRUPT. A key file readable by
+ * others is refused: the key protects card data.
  */
-export function loadOrCreateKey(file: string): Buffer {
+export function loadOrCreateKey(file: string, options: { create?: boolean } = {}): Buffer {
+  const create = options.create ?? true;
   if (!existsSync(file)) {
-    writeFileSync(file, randomBytes(32).toString("base64"), { mode: 0o600, flag: "wx" });
-    chmodSync(file, 0o600);
+    if (!create) {
+      throw new CodedError(
+        "KEY_MISSING",
+        `data key ${file} is missing, but this data directory holds a store sealed with it: restore the key from its backup (a new key cannot open the pending jobs)`,
+      );
+    }
+    writeNewKey(file);
   }
   const mode = statSync(file).mode & 0o777;
   if ((mode & 0o077) !== 0) {
@@ -48,7 +58,23 @@ export function loadOrCreateKey(file: string): Buffer {
       `data key file ${file} must be mode 0600 (is ${mode.toString(8)})`,
     );
   }
-  const key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
-  if (key.length !== 32) throw new CodedError("BAD_KEY", `data key file ${file} does not hold 32 bytes`);
+  let key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
+  if (key.length !== 32 && create) {
+    // Nothing is sealed with it yet (a first start cut short before the key reached the disk).
+    rmSync(file);
+    writeNewKey(file);
+    key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
+  }
+  if (key.length !== 32) {
+    throw new CodedError(
+      "BAD_KEY",
+      `data key file ${file} does not hold 32 bytes (damaged): restore it from its backup`,
+    );
+  }
   return key;
+}
+
+function writeNewKey(file: string): void {
+  writeFileDurably(file, randomBytes(32).toString("base64"), { mode: 0o600, exclusive: true });
+  chmodSync(file, 0o600);
 }
