@@ -42,6 +42,7 @@ import { type SuppliesSnapshot, suppliesSnapshot } from "./stock/supplies.js";
 import { checkDataDir, KEY_FILE, STORE_FILE, writeMarker } from "./store/data-dir.js";
 import { JobStore } from "./store/job-store.js";
 import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
+import { type StoreFaultReason, storeFaultOf } from "./store/store-health.js";
 import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
 import { mkdirDurably } from "./util/durable-file.js";
 import { removePidFile, writePidFile } from "./util/pid-file.js";
@@ -108,7 +109,9 @@ export class KioskAgent {
     // (docs/operations.md, "The data directory at start"): each refusal names the file.
     const dir = checkDataDir(config.dataDir);
     const box = new SealedBox(loadOrCreateKey(join(config.dataDir, KEY_FILE), { create: dir.fresh }));
-    this.store = new JobStore(join(config.dataDir, STORE_FILE), box, this.clock, config.stock);
+    this.store = new JobStore(join(config.dataDir, STORE_FILE), box, this.clock, config.stock, {
+      minFreeBytes: config.store.minFreeMb * 1024 * 1024,
+    });
     writeMarker(config.dataDir, this.store.storeId);
     this.link = new D1Link({
       url: config.d1.url,
@@ -143,7 +146,13 @@ export class KioskAgent {
       supplyPollMs: config.printer.supplyPollSec * 1000,
       // Read between cards only, so every card the printer counted has its movement already.
       onCounters: (counters) => {
-        if (counters.cardsInserted !== undefined) this.store.stock.recordCounter(counters.cardsInserted);
+        if (counters.cardsInserted === undefined) return;
+        try {
+          this.store.stock.recordCounter(counters.cardsInserted);
+        } catch (err) {
+          // A reading lost to a full disk is taken again after the next card; never a reason to stop.
+          if (!this.store.health.report(err)) throw err;
+        }
       },
       onCardPathChecked: (cardFound) => this.store.resolveUnknownFeeds(cardFound),
       resyncFirstOpen: this.store.jobsIn(["PRODUCING", "PRESENTED"]).length > 0,
@@ -185,6 +194,17 @@ export class KioskAgent {
       logger: this.log,
       defaultCollectTimeoutSec: config.production.defaultCollectTimeoutSec,
       onEvent: () => this.outbox.flush(),
+    });
+    // A store fault is the operator's to see (status, console, /readyz, metrics) and logged once
+    // each way; production waits for it in the pipeline and resumes on the first write that succeeds.
+    this.store.health.on("change", () => {
+      const fault = this.store.health.fault;
+      if (fault) this.log.error({ reason: fault.reason, detail: fault.detail }, "job store unavailable");
+      else {
+        this.log.info("job store writable again");
+        this.pipeline.wake();
+        this.outbox.flush();
+      }
     });
     // The swipe the teller was asked for is over once the card moves on (or its job ends).
     this.pipeline.on("step", () => this.swipePrompt.clear());
@@ -355,6 +375,9 @@ export class KioskAgent {
     const reasons: string[] = [];
     if (this.stopping) reasons.push("SHUTTING_DOWN");
     if (!this.link.isUp) reasons.push("D1_LINK_DOWN");
+    // A store that cannot take writes (or a disk under the free-space watermark) takes no pushes.
+    const store = this.store.health.refusesPushes();
+    if (store) reasons.push(store);
     if (printer.state !== "idle" && printer.state !== "busy")
       reasons.push(`PRINTER_${printer.state.toUpperCase()}`);
     return {
@@ -406,16 +429,16 @@ export class KioskAgent {
   private pushInBatch(message: PushMessage, failure?: PayloadFailureCode): void {
     if (!this.pushBatch) {
       this.pushBatch = [];
-      this.store.beginBatch();
       queueMicrotask(() => this.endPushBatch());
     }
     try {
+      this.store.beginBatch(); // opens it for the first push of the turn; later ones join it
       this.pushBatch.push(this.onPush(message, failure));
     } catch (err) {
       // The store refused the write (disk full, I/O error): this push gets a clear error and D1
       // pushes it again; the others of the batch are unaffected.
       this.log.error({ err, requestId: message.requestId }, "push could not be stored");
-      this.pushBatch.push(storeFailure(message.requestId));
+      this.pushBatch.push(storeFailure(message.requestId, storeFaultOf(err)));
     }
   }
 
@@ -431,7 +454,7 @@ export class KioskAgent {
       this.store.endBatch();
     } catch (err) {
       this.log.error({ err, pushes: batch.length }, "push batch could not be committed; none is accepted");
-      for (const answer of batch) this.link.send(storeFailure(answer.requestId));
+      for (const answer of batch) this.link.send(storeFailure(answer.requestId, storeFaultOf(err)));
       return;
     }
     for (const answer of batch) this.link.send(answer);
@@ -446,6 +469,18 @@ export class KioskAgent {
   onPush(message: PushMessage, payloadFailure?: PayloadFailureCode): PushResultMessage {
     const requestId = message.requestId;
     const source = pushSource(requestId, this.link, this.config.d1.url);
+    const storeFault = this.stopping ? undefined : this.store.health.refusesPushes();
+    if (storeFault) {
+      // Nothing is accepted that is not stored, and below the watermark the space left is the
+      // producing card's: refused, not stored, and D1 pushes it again later (docs/protocol.md).
+      const raw = (message.job as { operationId?: unknown } | null)?.operationId;
+      const operationId = typeof raw === "string" && raw.length <= 128 ? raw : undefined;
+      this.log.warn(
+        { requestId, operationId, reason: storeFault },
+        "push refused: the job store cannot take it",
+      );
+      return refusedForStore(requestId, storeFault, operationId);
+    }
     if (this.stopping) {
       // Not stored: D1 pushes it again to this or another station once this one is back.
       const raw = (message.job as { operationId?: unknown } | null)?.operationId;
@@ -585,8 +620,15 @@ export class KioskAgent {
   }
 }
 
-/** The answer to a push the store could not take: D1 pushes it again (docs/protocol.md). */
-function storeFailure(requestId: string | undefined): ErrorMessage {
+/**
+ * The answer to a push the store could not take: D1 pushes it again (docs/protocol.md). A store fault
+ * (full disk, corrupt or read-only store) is a refusal with its reason; anything else is INTERNAL.
+ */
+function storeFailure(
+  requestId: string | undefined,
+  fault: StoreFaultReason | undefined,
+): ErrorMessage | PushResultMessage {
+  if (fault && requestId !== undefined) return refusedForStore(requestId, fault);
   return {
     type: "error",
     code: "INTERNAL",
@@ -594,6 +636,28 @@ function storeFailure(requestId: string | undefined): ErrorMessage {
     ...(requestId ? { requestId } : {}),
   };
 }
+
+function refusedForStore(
+  requestId: string,
+  fault: StoreFaultReason,
+  operationId?: string,
+): PushResultMessage {
+  return {
+    type: "push-result",
+    requestId,
+    result: "refused",
+    errorCode: fault,
+    error: STORE_FAULT_TEXT[fault],
+    ...(operationId ? { operationId } : {}),
+  };
+}
+
+const STORE_FAULT_TEXT: Record<StoreFaultReason, string> = {
+  STORE_FULL: "the station's disk is (nearly) full; not stored",
+  STORE_CORRUPT: "the station's job store is damaged; not stored",
+  STORE_READONLY: "the station's job store is read-only; not stored",
+  STORE_IO_ERROR: "the station's disk reports I/O errors; not stored",
+};
 
 function panOf(job: {
   productionData: { magstripe?: { track2?: string; track1?: string } };

@@ -147,6 +147,7 @@ export function needsAttention(s: ConsoleSnapshot): boolean {
   return (
     s.d1.state !== "up" ||
     s.devices.some((d) => d.state === "stopped" || d.state === "offline") ||
+    (s.store !== undefined && s.store.state !== "ok") ||
     // An agent older than the supplies picture has none.
     (s.supplies?.warnings.length ?? 0) > 0
   );
@@ -167,6 +168,7 @@ export function formatStatus(s: ConsoleSnapshot, origin: string): string {
   lines.push(`D1 link   ${s.d1.state.toUpperCase()}  ${d1Detail}`);
   lines.push("");
   lines.push(table(["DEVICE", "STATE", "REASON", "DETAIL"], s.devices.map(deviceRow)));
+  if (s.store) lines.push(formatStore(s.store));
   if (s.swipe) {
     lines.push(
       `SWIPE     the teller must swipe the card through the magstripe encoder now (${s.swipe.operation}), before ${clock(s.swipe.until)}`,
@@ -260,6 +262,23 @@ function formatSupplies(sup: NonNullable<ConsoleSnapshot["supplies"]>): string[]
   );
   for (const w of sup.warnings) lines.push(`WARNING   ${w.keyword}: ${w.message}`);
   return lines;
+}
+
+/** One line for the job store: fine, a fault, or under the free-space watermark. */
+function formatStore(store: NonNullable<ConsoleSnapshot["store"]>): string {
+  const free =
+    store.freeBytes === undefined
+      ? ""
+      : ` · ${mb(store.freeBytes)} free, pushes refused below ${mb(store.minFreeBytes)}`;
+  if (store.state === "ok") return `STORE     OK${free}`;
+  if (store.state === "low-space")
+    return `STORE     LOW SPACE  STORE_FULL: new pushes refused until space is freed${free}`;
+  const since = store.since ? ` since ${clock(store.since)}` : "";
+  return `STORE     FAULT  ${store.reason}${store.detail ? ` (${store.detail})` : ""}${since}: production waits; see docs/operations.md, "A full disk and a damaged store"${free}`;
+}
+
+function mb(bytes: number): string {
+  return `${Math.floor(bytes / (1024 * 1024))} MB`;
 }
 
 function deviceRow(d: ConsoleSnapshot["devices"][number]): string[] {

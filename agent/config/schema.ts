@@ -256,8 +256,13 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Finished jobs and their acknowledged events are kept this long for audit, then deleted. */
       retentionDays: z.number().min(1).max(3650).default(90),
+      /**
+       * Pushes are refused (STORE_FULL) while the data directory's file system has less than this
+       * free, so the card in production can still write its states (docs/operations.md).
+       */
+      minFreeMb: z.number().min(0).max(1_000_000).default(64),
     })
-    .default({ retentionDays: 90 }),
+    .default({ retentionDays: 90, minFreeMb: 64 }),
   log: z
     .strictObject({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

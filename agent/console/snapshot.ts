@@ -9,6 +9,7 @@ import type Database from "better-sqlite3";
 import { describeLink } from "../../drivers/printer/create-printer.js";
 import type { KioskAgent } from "../agent.js";
 import { d1StatusOf, JOB_STATES, type JobState } from "../jobs/state-machine.js";
+import type { StockReport } from "../store/stock-ledger.js";
 import type { Clock } from "../util/clock.js";
 import { AGENT_VERSION } from "../version.js";
 import type {
@@ -18,6 +19,7 @@ import type {
   JobSummary,
   PreviewSummary,
   SimulatorControls,
+  StoreStatus,
 } from "./types.js";
 
 export type ConsoleAgent = Pick<
@@ -107,12 +109,24 @@ export class SnapshotSource {
     const agent = this.agent;
     const clock = this.clock;
     const counts = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobState, number>;
-    Object.assign(counts, agent.store.countsByState());
-    const outbox = agent.store.outboxDepth();
-    const recent = (this.queries.recent.all(this.options.recentJobs ?? 20) as RawRow[]).map(toSummary);
-    const jobErrors: ErrorSummary[] = (
-      this.queries.failures.all(this.options.lastErrors ?? 5) as RawRow[]
-    ).map((r) => ({
+    let outbox = 0;
+    let recent: JobSummary[] = [];
+    let failures: RawRow[] = [];
+    let stock: StockReport | undefined;
+    try {
+      Object.assign(counts, agent.store.countsByState());
+      outbox = agent.store.outboxDepth();
+      recent = (this.queries.recent.all(this.options.recentJobs ?? 20) as RawRow[]).map(toSummary);
+      failures = this.queries.failures.all(this.options.lastErrors ?? 5) as RawRow[];
+      stock = agent.store.stock.report({
+        since: startOfLocalDay(clock.wallNow()),
+        singleFeeder: agent.config.printer.feeders.length === 1,
+      });
+    } catch (err) {
+      // A store that cannot be read (a corrupt page) is the thing to show, not a reason to show nothing.
+      if (!agent.store.health.report(err)) throw err;
+    }
+    const jobErrors: ErrorSummary[] = failures.map((r) => ({
       at: r.ended_at ?? r.updated_at,
       source: "job",
       operationId: r.operation_id,
@@ -138,6 +152,7 @@ export class SnapshotSource {
         sessions: agent.link.stats.sessions,
       },
       devices: [this.printerStatus()],
+      store: this.storeStatus(),
       queue: {
         counts,
         waiting: counts.READY,
@@ -147,10 +162,7 @@ export class SnapshotSource {
       recentJobs: recent,
       lastErrors,
       supplies: agent.supplies(),
-      stock: agent.store.stock.report({
-        since: startOfLocalDay(clock.wallNow()),
-        singleFeeder: agent.config.printer.feeders.length === 1,
-      }),
+      stock: stock ?? emptyStockReport(iso(clock.wallNow())),
     };
     const swipe = agent.swipePrompt.current;
     if (swipe) snapshot.swipe = swipe;
@@ -164,6 +176,21 @@ export class SnapshotSource {
       };
     }
     return snapshot;
+  }
+
+  /** The job store's health and the free space against the watermark (agent/store/store-health.ts). */
+  private storeStatus(): StoreStatus {
+    const health = this.agent.store.health;
+    const fault = health.fault;
+    const freeBytes = health.freeBytes();
+    const low = freeBytes !== undefined && freeBytes < health.minFreeBytes;
+    return {
+      state: fault ? "fault" : low ? "low-space" : "ok",
+      ...(fault ? { reason: fault.reason, detail: fault.detail, since: fault.since } : {}),
+      ...(!fault && low ? { reason: "STORE_FULL" } : {}),
+      ...(freeBytes !== undefined ? { freeBytes } : {}),
+      minFreeBytes: health.minFreeBytes,
+    };
   }
 
   /** The supervisor's state and reason (CUPS-like), with the pipeline's step while a card is in hand. */
@@ -202,6 +229,7 @@ export class SnapshotSource {
 function toSummary(r: RawRow): JobSummary {
   return {
     operationId: r.operation_id,
+    // The console shows a card id's last 4 characters only (docs/console.md).
     cardId: r.card_id,
     state: r.state,
     d1Status: d1StatusOf(r.state),
@@ -232,4 +260,14 @@ function safeHost(url: string): string {
   } catch {
     return "(invalid url)";
   }
+}
+
+/** The day's stock report when the store cannot be read: no lines, no figures. */
+function emptyStockReport(until: string): StockReport {
+  return {
+    since: null,
+    until,
+    feeders: [],
+    printer: { counterDelta: null, ledgerFed: 0, mismatch: null },
+  };
 }

@@ -33,8 +33,20 @@ export interface DeviceStatus {
   stats: { commands: number; droppedFrames: number; unexpectedReplies: number; bytesWritten: number };
 }
 
+export interface StoreStatus {
+  state: "ok" | "fault" | "low-space";
+  reason?: string;
+  /** SQLite's or the OS's code (SQLITE_FULL…). */
+  detail?: string;
+  since?: string;
+  /** Free bytes on the data directory's file system, and the watermark below which pushes are refused. */
+  freeBytes?: number;
+  minFreeBytes: number;
+}
+
 export interface JobSummary {
   operationId: string;
+  /** Masked: `…` and its last 4 characters. */
   cardId: string;
   state: JobState;
   /** The D1 status this job last reported. */
@@ -83,6 +95,12 @@ export interface ConsoleSnapshot {
     sessions: number;
   };
   devices: DeviceStatus[];
+  /**
+   * The job store: `ok`, or the fault that stops it taking writes (STORE_FULL, STORE_CORRUPT,
+   * STORE_READONLY, STORE_IO_ERROR), or `low-space` below the free-space watermark (pushes refused).
+   * Absent from agents older than it.
+   */
+  store?: StoreStatus;
   queue: {
     counts: Record<JobState, number>;
     /** READY jobs waiting for the printer. */

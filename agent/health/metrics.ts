@@ -5,11 +5,16 @@ import type { PrinterSnapshot, PrinterState } from "../devices/printer-superviso
 import { JOB_STATES, type JobState } from "../jobs/state-machine.js";
 import type { PipelineEvents } from "../pipeline/pipeline.js";
 import type { SuppliesSnapshot } from "../stock/supplies.js";
+import { STORE_FAULTS, type StoreHealth } from "../store/store-health.js";
 import type { Clock } from "../util/clock.js";
 
 /** What the metrics read; KioskAgent has all of it. */
 export interface MetricsSource {
-  store: { countsByState(): Partial<Record<JobState, number>>; outboxDepth(): number };
+  store: {
+    countsByState(): Partial<Record<JobState, number>>;
+    outboxDepth(): number;
+    health: Pick<StoreHealth, "fault" | "faultCounts" | "freeBytes" | "minFreeBytes" | "report">;
+  };
   outbox: { stats: { sent: number; resent: number; acked: number } };
   link: { isUp: boolean; stats: { sessions: number; malformed: number } };
   supervisor: { status: PrinterSnapshot };
@@ -56,8 +61,8 @@ export function createMetrics(
     labelNames: ["state"],
     registers,
     collect() {
-      const counts = source.store.countsByState();
-      for (const state of JOB_STATES) this.set({ state }, counts[state] ?? 0);
+      const counts = readStore(() => source.store.countsByState());
+      if (counts) for (const state of JOB_STATES) this.set({ state }, counts[state] ?? 0);
     },
   });
   new Gauge({
@@ -65,7 +70,55 @@ export function createMetrics(
     help: "Status events written and not yet acknowledged by D1.",
     registers,
     collect() {
-      this.set(source.store.outboxDepth());
+      const depth = readStore(() => source.store.outboxDepth());
+      if (depth !== undefined) this.set(depth);
+    },
+  });
+  // A scrape must still answer when the store cannot be read: that is when the store gauges matter.
+  function readStore<T>(read: () => T): T | undefined {
+    try {
+      return read();
+    } catch (err) {
+      if (!source.store.health.report(err)) throw err;
+      return undefined;
+    }
+  }
+  new Gauge({
+    name: "kiosk_agent_store_fault",
+    help: "1 with the reason while the job store cannot take writes (STORE_FULL, STORE_CORRUPT, STORE_READONLY, STORE_IO_ERROR).",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      const now = source.store.health.fault?.reason;
+      for (const reason of STORE_FAULTS) this.set({ reason }, reason === now ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: "kiosk_agent_store_faults_total",
+    help: "Times the job store stopped taking writes, by reason.",
+    labelNames: ["reason"],
+    registers,
+    collect() {
+      this.reset();
+      const counts = source.store.health.faultCounts();
+      for (const reason of STORE_FAULTS) this.inc({ reason }, counts.get(reason) ?? 0);
+    },
+  });
+  new Gauge({
+    name: "kiosk_agent_store_free_bytes",
+    help: "Free bytes on the data directory's file system.",
+    registers,
+    collect() {
+      const free = source.store.health.freeBytes();
+      if (free !== undefined) this.set(free);
+    },
+  });
+  new Gauge({
+    name: "kiosk_agent_store_min_free_bytes",
+    help: "The free-space watermark: pushes are refused (STORE_FULL) below it (store.minFreeMb).",
+    registers,
+    collect() {
+      this.set(source.store.health.minFreeBytes);
     },
   });
   const fromStats = (name: string, help: string, read: () => number) =>

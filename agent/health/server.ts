@@ -6,7 +6,10 @@ import type { Logger } from "../log/logger.js";
 /** The answer of /readyz: ready, or why not (machine-readable reasons). */
 export interface Readiness {
   ready: boolean;
-  /** Short keywords: D1_LINK_DOWN, PRINTER_STOPPED, PRINTER_OFFLINE, PRINTER_CONNECTING, SHUTTING_DOWN. */
+  /**
+   * Short keywords: D1_LINK_DOWN, PRINTER_STOPPED, PRINTER_OFFLINE, PRINTER_CONNECTING, SHUTTING_DOWN,
+   * STORE_FULL, STORE_CORRUPT, STORE_READONLY, STORE_IO_ERROR.
+   */
   reasons: string[];
   d1: "up" | "down";
   printer: { state: string; reason?: string };

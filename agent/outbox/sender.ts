@@ -51,8 +51,22 @@ export class OutboxSender {
    */
   private sentUpTo = 0;
 
-  /** Sends every unacknowledged event not already in flight. Cheap to call after each state change. */
+  /**
+   * Sends every unacknowledged event not already in flight. Cheap to call after each state change.
+   * Never throws for a store that cannot be read or written (a full disk, a corrupt page): that is
+   * the store's health to report, and the resend timer or the next flush tries again.
+   */
   flush(full = false): void {
+    try {
+      this.flushOnce(full);
+    } catch (err) {
+      if (!this.options.store.health.report(err)) throw err;
+      this.log.warn({ err }, "outbox not read: the job store is unavailable; trying again later");
+      this.armResend(true);
+    }
+  }
+
+  private flushOnce(full: boolean): void {
     const { link, store, clock } = this.options;
     if (!link.isUp) return;
     let after = full ? 0 : this.sentUpTo;
@@ -73,7 +87,15 @@ export class OutboxSender {
   }
 
   onAck(eventIds: string[]): void {
-    const n = this.options.store.ack(eventIds);
+    let n: number;
+    try {
+      n = this.options.store.ack(eventIds);
+    } catch (err) {
+      if (!this.options.store.health.report(err)) throw err;
+      // Kept in flight: they are sent again after resendAfterMs, and D1's next ack writes again.
+      this.log.warn({ err, events: eventIds.length }, "ack not recorded: the job store is unavailable");
+      return;
+    }
     for (const id of eventIds) this.inFlight.delete(id);
     this.stats.acked += n;
     if (this.inFlight.size === 0) this.disarmResend();
@@ -95,13 +117,19 @@ export class OutboxSender {
       this.inFlight.set(e.eventId, now);
     }
     this.stats.sent += events.length;
-    this.options.store.markSent(events.map((e) => e.eventId));
+    try {
+      this.options.store.markSent(events.map((e) => e.eventId));
+    } catch (err) {
+      // Bookkeeping only (send_count): the events went out, and the in-flight map still knows it.
+      if (!this.options.store.health.report(err)) throw err;
+      this.log.warn({ err }, "sent events not marked: the job store is unavailable");
+    }
     this.log.debug({ events: events.length, first: events[0]!.eventId }, "events sent to D1");
     return true;
   }
 
-  private armResend(): void {
-    if (this.resendTimer || this.inFlight.size === 0) return;
+  private armResend(always = false): void {
+    if (this.resendTimer || (this.inFlight.size === 0 && !always)) return;
     this.resendTimer = this.options.clock.setTimeout(() => {
       this.resendTimer = undefined;
       this.flush(true);

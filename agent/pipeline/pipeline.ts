@@ -12,6 +12,7 @@ import type { Logger } from "../log/logger.js";
 import { feedAfterInsertFailure } from "../stock/card-movement.js";
 import { type Route, StockRouter } from "../stock/stock-router.js";
 import type { JobRow, JobStore, OutboxEvent, StopDetails } from "../store/job-store.js";
+import { storeFaultOf } from "../store/store-health.js";
 import type { Clock, TimerHandle } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 import { REASONS, reasonForDeviceFault } from "./reasons.js";
@@ -129,9 +130,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
 
   private async loop(): Promise<void> {
     while (this.accepting) {
-      const held = this.holds();
-      const nextDeadline = this.failExpiredHolds(held);
-      const row = this.options.store.nextReady(held.map((h) => h.stock));
+      const next = await this.nextJob();
+      if (!next) continue;
+      const { row, nextDeadline } = next;
       if (!row) {
         await this.idle(nextDeadline);
         continue;
@@ -139,9 +140,38 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       try {
         await this.produce(row);
       } catch (err) {
+        if (storeFaultOf(err)) {
+          // Only when stopping with the store unwritable: the job keeps its last committed state.
+          this.log.warn(
+            { operationId: row.operationId },
+            "stopping while the store is unwritable; recovery finishes the job at the next start",
+          );
+          this.current = undefined;
+          continue;
+        }
         // produce() ends every job itself; reaching here is a bug, and the service must go on.
         this.log.error({ err, operationId: row.operationId }, "pipeline failure outside a job step");
       }
+    }
+  }
+
+  /**
+   * One pass of the loop's reads and hold bookkeeping. A store that cannot be read or written (a
+   * corrupt page, a full disk) is reported, and the loop waits until the store takes writes again.
+   */
+  private async nextJob(): Promise<{ row?: JobRow; nextDeadline?: number } | undefined> {
+    try {
+      const held = this.holds();
+      const nextDeadline = this.failExpiredHolds(held);
+      const row = this.options.store.nextReady(held.map((h) => h.stock));
+      return { ...(row ? { row } : {}), ...(nextDeadline !== undefined ? { nextDeadline } : {}) };
+    } catch (err) {
+      const reason = storeFaultOf(err);
+      if (!reason) throw err;
+      this.options.store.health.report(err); // a read (a corrupt page) is not reported by the store itself
+      this.log.error({ reason }, "the job store cannot be read or written; production waits for it");
+      await this.options.store.health.writable(this.stopping.signal).catch(() => undefined);
+      return undefined;
     }
   }
 
@@ -189,7 +219,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
           { operationId: job.operationId, feeder },
           "its feeder stayed empty past the hold bound; job fails",
         );
-        this.move(job.operationId, "READY", "FAILED", {
+        this.moveNow(job.operationId, "READY", "FAILED", {
           reason: "FEEDER_EMPTY",
           errorCode: "FEEDER_EMPTY",
           error: `feeder ${feeder} empty`,
@@ -222,7 +252,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     const route = this.router.route(row.cardStock);
     if (!route) {
       log.warn({ cardStock: row.cardStock }, "no feeder holds the job's card stock; no card was used");
-      this.move(id, "READY", "FAILED", {
+      await this.move(id, "READY", "FAILED", {
         reason: REASONS.STOCK_NOT_LOADED,
         errorCode: REASONS.STOCK_NOT_LOADED,
         error: "no feeder holds the card stock",
@@ -238,7 +268,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       // Rendered while the printer is awaited and PRODUCING is committed; awaited before the insert.
       rendering = this.renderSides(job);
     } catch (err) {
-      this.failRender(id, "READY", err, log);
+      await this.failRender(id, "READY", err, log);
       return;
     }
     rendering.catch(() => undefined); // awaited below; a stop before then must not leave it unhandled
@@ -258,7 +288,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     }
     if (!availability.ready) {
       log.warn({ reason: availability.reason }, "printer stopped for longer than the hold bound; job fails");
-      this.move(id, "READY", "FAILED", {
+      await this.move(id, "READY", "FAILED", {
         reason: availability.reason,
         errorCode: availability.reason,
         error: "printer stopped",
@@ -268,13 +298,13 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
 
     // Committed before the printer moves, with the feeder the card will come from: from here on a
     // restart must never re-run this job, and knows whose card a card found inside is.
-    this.move(id, "READY", "PRODUCING", undefined, route);
+    await this.move(id, "READY", "PRODUCING", undefined, route);
     let sides: PrintSides;
     try {
       sides = await rendering;
     } catch (err) {
       // No card was taken yet: the printer is free for the next job at once.
-      this.failRender(id, "PRODUCING", err, log);
+      await this.failRender(id, "PRODUCING", err, log);
       this.options.supervisor.jobEnded();
       return;
     }
@@ -314,18 +344,18 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       enter("present");
       // Committed before the card moves: a restart that finds the mouth empty then knows the card
       // was offered (and taken), never that a finished card vanished from a PRODUCING job.
-      this.move(id, "PRODUCING", "PRESENTED");
+      await this.move(id, "PRODUCING", "PRESENTED");
       state = "PRESENTED";
       await printer.presentCard();
       // In the mouth: from here an untaken card is captured, not rejected (the ledger's reason).
-      store.markCardFed(id, "presented");
+      await this.durably(() => store.markCardFed(id, "presented"));
 
       enter("collect");
       const timeoutSec =
         data.delivery?.collectTimeoutSec ?? row.collectTimeoutSec ?? this.options.defaultCollectTimeoutSec;
       const taken = await this.waitForTake(timeoutSec * 1000);
       if (taken) {
-        this.move(id, "PRESENTED", "DONE");
+        await this.move(id, "PRESENTED", "DONE");
         this.options.supervisor.jobEnded();
         log.info("card taken by the cardholder");
         return;
@@ -340,7 +370,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       }
       if (err instanceof CancelRequested && state === "PRODUCING") {
         log.info({ step }, "canceled by the issuer; the card is rejected");
-        this.move(id, "PRODUCING", "CANCELED", {
+        await this.move(id, "PRODUCING", "CANCELED", {
           reason: REASONS.ISSUER_CANCEL,
           errorCode: REASONS.ISSUER_CANCEL,
           error: `canceled before step ${step}`,
@@ -351,7 +381,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       const stop = stopDetailsFor(err, step);
       log.warn({ reason: stop.reason, step, err }, "card production stopped");
       // The status goes out first; clearing the card path may wait for an unplugged printer.
-      this.move(id, state, "FAILED", stop);
+      await this.move(id, state, "FAILED", stop);
       await this.options.supervisor.afterFailure(err, { feeder: route.feeder });
     }
   }
@@ -365,10 +395,10 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       await this.options.printer.insertCard(route.feeder);
     } catch (err) {
       const feed = feedAfterInsertFailure(err instanceof DeviceError ? err.code : undefined);
-      if (feed) this.options.store.markCardFed(id, feed);
+      if (feed) await this.durably(() => this.options.store.markCardFed(id, feed));
       throw err;
     }
-    this.options.store.markCardFed(id, "fed");
+    await this.durably(() => this.options.store.markCardFed(id, "fed"));
   }
 
   /**
@@ -378,22 +408,22 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
    */
   private async retractFromMouth(id: string, reason: string, log: Logger): Promise<void> {
     const { store, printer, supervisor } = this.options;
-    store.setRetractIntent(id, reason);
+    await this.durably(() => store.setRetractIntent(id, reason));
     try {
       await printer.captureCard();
     } catch (err) {
       if (err instanceof DeviceError && err.code === "NO_CARD") {
         log.info("the card was taken just before the retract");
-        this.move(id, "PRESENTED", "DONE");
+        await this.move(id, "PRESENTED", "DONE");
         supervisor.jobEnded();
         return;
       }
       log.error({ err }, "capturing the untaken card failed; it may still be in the mouth");
-      this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
+      await this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
       await supervisor.afterFailure(err);
       return;
     }
-    this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
+    await this.move(id, "PRESENTED", "FAILED", { reason, errorCode: reason, error: "step collect" });
     supervisor.jobEnded();
   }
 
@@ -413,9 +443,14 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     }));
   }
 
-  private failRender(id: string, from: "READY" | "PRODUCING", err: unknown, log: Logger): void {
+  private async failRender(
+    id: string,
+    from: "READY" | "PRODUCING",
+    err: unknown,
+    log: Logger,
+  ): Promise<void> {
     log.error({ err }, "job could not be rendered; no card was used");
-    this.move(id, from, "FAILED", {
+    await this.move(id, from, "FAILED", {
       reason: REASONS.RENDER_ERROR,
       errorCode: REASONS.RENDER_ERROR,
       error: "render",
@@ -477,7 +512,64 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     });
   }
 
-  private move(operationId: string, from: JobState, to: JobState, stop?: StopDetails, route?: Route): void {
+  /**
+   * A state change the card depends on: written before the card moves on, never skipped. While the
+   * store cannot take it (a full disk, an I/O error) the card stays where it is and the write is tried
+   * again as soon as the store is writable (agent/store/store-health.ts), without a restart.
+   */
+  private async move(
+    operationId: string,
+    from: JobState,
+    to: JobState,
+    stop?: StopDetails,
+    route?: Route,
+  ): Promise<void> {
+    let retried = false;
+    await this.durably(() => {
+      try {
+        this.moveNow(operationId, from, to, stop, route);
+      } catch (err) {
+        // A commit reported failed can still have reached the WAL; the retry then finds it done.
+        if (retried && err instanceof CodedError && err.code === "STALE_STATE") {
+          if (this.options.store.get(operationId)?.state === to) return;
+        }
+        retried = true;
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Runs a store write the card depends on, again and again until it succeeds. Gives up only when the
+   * agent stops meanwhile (StoreUnavailableError): the job keeps its last committed state, which the
+   * next start's recovery reads with the card's position (docs/recovery.md).
+   */
+  private async durably<T>(write: () => T): Promise<T> {
+    for (let told = false; ; ) {
+      try {
+        return write();
+      } catch (err) {
+        const reason = storeFaultOf(err);
+        if (!reason) throw err;
+        if (!told) {
+          this.log.error(
+            { reason, operationId: this.current?.operationId },
+            "the job store cannot take the card's state change; the card waits until it can",
+          );
+          told = true;
+        }
+        await this.options.store.health.writable(this.stopping.signal);
+      }
+    }
+  }
+
+  private moveNow(
+    operationId: string,
+    from: JobState,
+    to: JobState,
+    stop?: StopDetails,
+    route?: Route,
+  ): void {
     const event = this.options.store.transition(operationId, from, to, stop, route);
     if (event) this.options.onEvent(event);
     const cancel = this.cancelRequests.get(operationId);

@@ -30,6 +30,7 @@ export interface DataDirState {
  *   jobs.sqlite (with its -wal) holds another store's id        → STORE_MISMATCH
  *   jobs.sqlite not a readable database                         → STORE_UNREADABLE
  *   schema newer than this code                                 → STORE_SCHEMA_NEWER
+ *   a damaged page (quick_check)                                → STORE_CORRUPT
  *   nothing there (or an empty file and no store.id)            → fresh: a new store is made
  */
 export function checkDataDir(dir: string): DataDirState {
@@ -63,7 +64,23 @@ export function checkDataDir(dir: string): DataDirState {
     // A first start cut off before the store held anything: nothing is lost by making it now.
     return { fresh: true, schema: [] };
   }
-  const facts = inspectCopy(dir);
+  let corrupt: string | undefined;
+  // quick_check reads every page (no index cross-check): a damaged page found now is one line and a
+  // refusal, not an agent that starts and then fails jobs on a page it cannot read.
+  const facts = inspectCopy(dir, (db) => {
+    const result = db.pragma("quick_check(3)", { simple: false }) as Array<{ quick_check: string }>;
+    if (result.length !== 1 || result[0]?.quick_check !== "ok") {
+      corrupt = result
+        .map((r) => r.quick_check.replace(/\s+/g, " ").replace("*** in database main *** ", ""))
+        .join("; ");
+    }
+  });
+  if (corrupt !== undefined) {
+    throw new StoreCheckError(
+      "STORE_CORRUPT",
+      `${store} is damaged (SQLite: ${corrupt.slice(0, 200)}): run 'kiosk-agent store check', then restore ${STORE_FILE} from its backup`,
+    );
+  }
   const newest = facts.schema.at(-1) ?? 0;
   if (newest > SCHEMA_VERSION) {
     throw new StoreCheckError(

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { type D1Status, type Operation, topLevelStatus } from "../d1/operation.js";
 import { type FromState, isTerminal, type JobState, transitionEvent } from "../jobs/state-machine.js";
@@ -8,6 +9,7 @@ import { CodedError } from "../util/errors.js";
 import { migrate, StoreCheckError } from "./migrations.js";
 import type { SealedBox } from "./sealed-box.js";
 import { type LedgerOptions, StockLedger } from "./stock-ledger.js";
+import { StoreHealth, StoreUnavailableError, storeFaultOf } from "./store-health.js";
 
 export interface JobRow {
   operationId: string;
@@ -136,6 +138,8 @@ export class JobStore {
   readonly stock: StockLedger;
   /** This store's identity (store_meta; also in the data directory's store.id). */
   readonly storeId: string;
+  /** Whether writes succeed, and the free-space watermark (docs/operations.md, "A full disk and a damaged store"). */
+  readonly health: StoreHealth;
   private readonly statements;
 
   constructor(
@@ -144,25 +148,39 @@ export class JobStore {
     private readonly clock: Clock,
     /** The ledger's dual-control threshold (`stock.dualControlAbove`). */
     ledger: LedgerOptions = {},
+    /** Pushes are refused below this much free space on the store's file system (`store.minFreeMb`). */
+    storage: { minFreeBytes?: number } = {},
   ) {
-    this.db = new Database(file);
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma("synchronous = FULL");
-    this.db.pragma("foreign_keys = ON");
-    this.db.pragma("busy_timeout = 5000");
-    // Purged production data (and deleted rows) is overwritten, not just unlinked from the b-tree:
-    // the data key sits next to this file, so a freed page must not keep a sealed payload.
-    this.db.pragma("secure_delete = ON");
-    // better-sqlite3 builds SQLite with a 16 MB page cache; the working set here is a few pages.
-    this.db.pragma("cache_size = -2000");
+    this.db = openStore(file);
     try {
+      this.db.pragma("journal_mode = WAL");
+      this.db.pragma("synchronous = FULL");
+      this.db.pragma("foreign_keys = ON");
+      this.db.pragma("busy_timeout = 5000");
+      // Purged production data (and deleted rows) is overwritten, not just unlinked from the b-tree:
+      // the data key sits next to this file, so a freed page must not keep a sealed payload.
+      this.db.pragma("secure_delete = ON");
+      // better-sqlite3 builds SQLite with a 16 MB page cache; the working set here is a few pages.
+      this.db.pragma("cache_size = -2000");
       migrate(this.db, file);
       this.storeId = this.identity(file);
     } catch (err) {
       this.db.close();
-      throw err;
+      throw refusalAtOpen(file, err);
     }
     this.scrubWal();
+    this.health = new StoreHealth({
+      clock,
+      dataDir: dirname(file),
+      minFreeBytes: storage.minFreeBytes ?? 0,
+      // A real page write, fsynced like a state change, so it succeeds only when one would; and a
+      // quick check of every page, so a corrupt store is not declared healthy by one good page.
+      probe: () => {
+        this.db.prepare("UPDATE store_meta SET writes = writes + 1").run();
+        const check = this.db.pragma("quick_check(1)", { simple: true });
+        if (check !== "ok") throw Object.assign(new Error("quick_check failed"), { code: "SQLITE_CORRUPT" });
+      },
+    });
     this.stock = new StockLedger(this.db, clock, ledger);
     this.statements = {
       getJob: this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE operation_id = ?`),
@@ -260,7 +278,33 @@ export class JobStore {
     return row.store_id;
   }
 
+  /**
+   * Runs a write. A store fault (full disk, I/O error, corrupt page, read-only file) is reported to
+   * `health` and thrown as a StoreUnavailableError with its reason; a write that succeeds tells
+   * `health` the store is writable again.
+   */
+  private write<T>(run: () => T): T {
+    let result: T;
+    try {
+      result = run();
+    } catch (err) {
+      const reason = this.health.report(err);
+      if (!reason) throw err;
+      const code = (err as { code?: unknown }).code;
+      throw new StoreUnavailableError(
+        reason,
+        `the job store could not take a write (${String(code ?? reason)})`,
+        {
+          cause: err,
+        },
+      );
+    }
+    this.health.writeSucceeded();
+    return result;
+  }
+
   close(): void {
+    this.health.stop();
     try {
       this.commitBatch();
     } finally {
@@ -280,7 +324,7 @@ export class JobStore {
    */
   beginBatch(): void {
     if (this.batchOpen) return;
-    this.db.exec("BEGIN IMMEDIATE");
+    this.write(() => this.db.exec("BEGIN IMMEDIATE"));
     this.batchOpen = true;
     this.batchFailure = undefined;
   }
@@ -297,7 +341,7 @@ export class JobStore {
     if (!this.batchOpen) return;
     this.batchOpen = false;
     try {
-      this.db.exec("COMMIT");
+      this.write(() => this.db.exec("COMMIT"));
     } catch (err) {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
       this.batchFailure = err;
@@ -310,51 +354,53 @@ export class JobStore {
    * operationId pushed again changes nothing and is reported as a duplicate: one operation, one card.
    */
   accept(input: AcceptInput): AcceptResult {
-    return this.db.transaction((): AcceptResult => {
-      const existing = this.statements.getJob.get(input.operationId) as RawJobRow | undefined;
-      if (existing) return { duplicate: true, state: existing.state };
-      const now = this.isoNow();
-      const to: JobState = input.kind === "valid" ? "READY" : "DATA_EXCEPTION";
-      const details = input.kind === "data-exception" ? input.details : undefined;
-      // The row as inserted: the event and the audit line are built from it, not read back.
-      const row: JobRow = {
-        operationId: input.operationId,
-        cardId: input.cardId,
-        issuerRequestId: input.issuerRequestId ?? null,
-        state: to,
-        reason: details?.reason ?? null,
-        errorCode: details?.errorCode ?? null,
-        error: details?.error ?? null,
-        maskedPan: input.kind === "valid" ? (input.maskedPan ?? null) : null,
-        collectTimeoutSec: input.kind === "valid" ? (input.collectTimeoutSec ?? null) : null,
-        retractReason: null,
-        cardStock: input.kind === "valid" ? (input.cardStock ?? null) : null,
-        fedFrom: null,
-        fedStock: null,
-        cardFed: null,
-        acceptedAt: now,
-        endedAt: to === "DATA_EXCEPTION" ? now : null,
-        updatedAt: now,
-      };
-      this.statements.insertJob.run({
-        operationId: row.operationId,
-        cardId: row.cardId,
-        issuerRequestId: row.issuerRequestId,
-        state: row.state,
-        reason: row.reason,
-        errorCode: row.errorCode,
-        error: row.error,
-        maskedPan: row.maskedPan,
-        collectTimeoutSec: row.collectTimeoutSec,
-        cardStock: row.cardStock,
-        acceptedAt: row.acceptedAt,
-        endedAt: row.endedAt,
-        sealedJob: input.kind === "valid" ? this.box.seal(input.jobJson, input.operationId) : null,
-      });
-      const event = this.writeEvent(row, transitionEvent("NEW", to)!);
-      this.writeAudit("ACCEPTED", row, null, event.d1Status, input.source);
-      return { duplicate: false, state: to, event };
-    })();
+    return this.write(
+      this.db.transaction((): AcceptResult => {
+        const existing = this.statements.getJob.get(input.operationId) as RawJobRow | undefined;
+        if (existing) return { duplicate: true, state: existing.state };
+        const now = this.isoNow();
+        const to: JobState = input.kind === "valid" ? "READY" : "DATA_EXCEPTION";
+        const details = input.kind === "data-exception" ? input.details : undefined;
+        // The row as inserted: the event and the audit line are built from it, not read back.
+        const row: JobRow = {
+          operationId: input.operationId,
+          cardId: input.cardId,
+          issuerRequestId: input.issuerRequestId ?? null,
+          state: to,
+          reason: details?.reason ?? null,
+          errorCode: details?.errorCode ?? null,
+          error: details?.error ?? null,
+          maskedPan: input.kind === "valid" ? (input.maskedPan ?? null) : null,
+          collectTimeoutSec: input.kind === "valid" ? (input.collectTimeoutSec ?? null) : null,
+          retractReason: null,
+          cardStock: input.kind === "valid" ? (input.cardStock ?? null) : null,
+          fedFrom: null,
+          fedStock: null,
+          cardFed: null,
+          acceptedAt: now,
+          endedAt: to === "DATA_EXCEPTION" ? now : null,
+          updatedAt: now,
+        };
+        this.statements.insertJob.run({
+          operationId: row.operationId,
+          cardId: row.cardId,
+          issuerRequestId: row.issuerRequestId,
+          state: row.state,
+          reason: row.reason,
+          errorCode: row.errorCode,
+          error: row.error,
+          maskedPan: row.maskedPan,
+          collectTimeoutSec: row.collectTimeoutSec,
+          cardStock: row.cardStock,
+          acceptedAt: row.acceptedAt,
+          endedAt: row.endedAt,
+          sealedJob: input.kind === "valid" ? this.box.seal(input.jobJson, input.operationId) : null,
+        });
+        const event = this.writeEvent(row, transitionEvent("NEW", to)!);
+        this.writeAudit("ACCEPTED", row, null, event.d1Status, input.source);
+        return { duplicate: false, state: to, event };
+      }),
+    );
   }
 
   /** Audit row for a push refused without storing a job (docs/validation.md). */
@@ -364,14 +410,16 @@ export class JobStore {
     error: string;
     source?: PushSource;
   }): void {
-    this.statements.insertAudit.run({
-      ...emptyAudit(this.isoNow(), "REFUSED"),
-      operationId: refusal.operationId ?? null,
-      errorCode: refusal.errorCode,
-      error: refusal.error,
-      requestId: refusal.source?.requestId ?? null,
-      pushedBy: refusal.source?.pushedBy ?? null,
-    });
+    this.write(() =>
+      this.statements.insertAudit.run({
+        ...emptyAudit(this.isoNow(), "REFUSED"),
+        operationId: refusal.operationId ?? null,
+        errorCode: refusal.errorCode,
+        error: refusal.error,
+        requestId: refusal.source?.requestId ?? null,
+        pushedBy: refusal.source?.pushedBy ?? null,
+      }),
+    );
   }
 
   /**
@@ -395,30 +443,32 @@ export class JobStore {
     }
     const terminal = isTerminal(to);
     this.commitBatch();
-    const event = this.db.transaction((): OutboxEvent | null => {
-      const now = this.isoNow();
-      const changed = this.statements.update.run({
-        operationId,
-        from,
-        to,
-        reason: stop.reason ?? null,
-        errorCode: stop.errorCode ?? null,
-        error: stop.error ?? null,
-        endedAt: terminal ? now : null,
-        now,
-        purge: terminal ? 1 : 0,
-      }).changes;
-      if (changed === 1 && route) this.statements.route.run(route.feeder, route.ledgerStock, operationId);
-      const row = this.get(operationId);
-      if (changed === 0) {
-        if (!row) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} is not in the store`);
-        throw new StoreError("STALE_STATE", `job ${operationId} is ${row.state}, not ${from}`);
-      }
-      const written = d1Status === null ? null : this.writeEvent(row!, d1Status);
-      this.writeAudit("TRANSITION", row!, from, d1Status);
-      if (terminal) this.recordCardMovement(row!, from);
-      return written;
-    })();
+    const event = this.write(
+      this.db.transaction((): OutboxEvent | null => {
+        const now = this.isoNow();
+        const changed = this.statements.update.run({
+          operationId,
+          from,
+          to,
+          reason: stop.reason ?? null,
+          errorCode: stop.errorCode ?? null,
+          error: stop.error ?? null,
+          endedAt: terminal ? now : null,
+          now,
+          purge: terminal ? 1 : 0,
+        }).changes;
+        if (changed === 1 && route) this.statements.route.run(route.feeder, route.ledgerStock, operationId);
+        const row = this.get(operationId);
+        if (changed === 0) {
+          if (!row) throw new StoreError("UNKNOWN_OPERATION", `job ${operationId} is not in the store`);
+          throw new StoreError("STALE_STATE", `job ${operationId} is ${row.state}, not ${from}`);
+        }
+        const written = d1Status === null ? null : this.writeEvent(row!, d1Status);
+        this.writeAudit("TRANSITION", row!, from, d1Status);
+        if (terminal) this.recordCardMovement(row!, from);
+        return written;
+      }),
+    );
     // After the caller has sent the status (same turn): the checkpoint must not delay CARD_PROD_DONE.
     if (terminal) queueMicrotask(() => this.db.open && this.scrubWal());
     return event;
@@ -430,16 +480,19 @@ export class JobStore {
    */
   setRetractIntent(operationId: string, reason: string): void {
     this.commitBatch();
-    const changed = this.db
-      .prepare("UPDATE jobs SET retract_reason = ? WHERE operation_id = ? AND state = 'PRESENTED'")
-      .run(reason, operationId).changes;
+    const changed = this.write(
+      () =>
+        this.db
+          .prepare("UPDATE jobs SET retract_reason = ? WHERE operation_id = ? AND state = 'PRESENTED'")
+          .run(reason, operationId).changes,
+    );
     if (changed === 0) throw new StoreError("STALE_STATE", `job ${operationId} is not PRESENTED`);
   }
 
   /** How far the job's card got out of the feeder; committed before the job's next move. */
   markCardFed(operationId: string, feed: CardFeed | null): void {
     this.commitBatch();
-    this.statements.setFed.run(feed, operationId);
+    this.write(() => this.statements.setFed.run(feed, operationId));
   }
 
   /**
@@ -450,21 +503,23 @@ export class JobStore {
     const pending = (this.statements.unknownFeeds.all() as RawJobRow[]).map(toJobRow);
     if (pending.length === 0) return;
     this.commitBatch();
-    this.db.transaction(() => {
-      pending.forEach((row, i) => {
-        const misfed = cardFound && i === 0;
-        this.statements.setFed.run(misfed ? "misfed" : null, row.operationId);
-        if (misfed && row.fedFrom && row.fedStock) {
-          this.stock.record({
-            feeder: row.fedFrom,
-            stock: row.fedStock,
-            kind: "spoiled",
-            reason: "MISFEED",
-            operationId: row.operationId,
-          });
-        }
-      });
-    })();
+    this.write(
+      this.db.transaction(() => {
+        pending.forEach((row, i) => {
+          const misfed = cardFound && i === 0;
+          this.statements.setFed.run(misfed ? "misfed" : null, row.operationId);
+          if (misfed && row.fedFrom && row.fedStock) {
+            this.stock.record({
+              feeder: row.fedFrom,
+              stock: row.fedStock,
+              kind: "spoiled",
+              reason: "MISFEED",
+              operationId: row.operationId,
+            });
+          }
+        });
+      }),
+    );
   }
 
   get(operationId: string): JobRow | undefined {
@@ -536,6 +591,10 @@ export class JobStore {
    * fsync makes it durable too. Takes a sent/ack write off the card's path (docs/performance.md).
    */
   private bookkeeping<T>(write: () => T): T {
+    return this.write(() => this.bookkeepingUnguarded(write));
+  }
+
+  private bookkeepingUnguarded<T>(write: () => T): T {
     const mode = this.db.pragma("synchronous", { simple: true }) as number;
     // Inside a transaction the pragma cannot change; at NORMAL (1) or OFF (0) there is no fsync anyway.
     if (this.db.inTransaction || mode <= 1) return this.db.transaction(write)();
@@ -570,13 +629,15 @@ export class JobStore {
    * provided every one of those events was acknowledged. Returns how many jobs went.
    */
   purgeFinishedBefore(beforeIso: string): number {
-    return this.db.transaction(() => {
-      const victims = `SELECT operation_id FROM jobs j
+    return this.write(
+      this.db.transaction(() => {
+        const victims = `SELECT operation_id FROM jobs j
          WHERE j.state IN ('DONE','DATA_EXCEPTION','FAILED','CANCELED') AND j.ended_at < ?
            AND NOT EXISTS (SELECT 1 FROM events e WHERE e.operation_id = j.operation_id AND e.acked_at IS NULL)`;
-      this.db.prepare(`DELETE FROM events WHERE operation_id IN (${victims})`).run(beforeIso);
-      return this.db.prepare(`DELETE FROM jobs WHERE operation_id IN (${victims})`).run(beforeIso).changes;
-    })();
+        this.db.prepare(`DELETE FROM events WHERE operation_id IN (${victims})`).run(beforeIso);
+        return this.db.prepare(`DELETE FROM jobs WHERE operation_id IN (${victims})`).run(beforeIso).changes;
+      }),
+    );
   }
 
   outboxDepth(): number {
@@ -647,6 +708,48 @@ export class JobStore {
   /** Wall time: every time the store writes is a timestamp, never a deadline (docs/architecture.md#time). */
   private isoNow(): string {
     return new Date(this.clock.wallNow()).toISOString();
+  }
+}
+
+function openStore(file: string): Database.Database {
+  try {
+    return new Database(file);
+  } catch (err) {
+    throw refusalAtOpen(file, err);
+  }
+}
+
+/**
+ * A store that cannot be opened for writing at start is refused with one line naming the file and
+ * what to do (docs/operations.md, "A full disk and a damaged store"); a running agent reports the
+ * same faults as device-level state instead (StoreHealth).
+ */
+function refusalAtOpen(file: string, err: unknown): unknown {
+  if (err instanceof StoreCheckError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  const what = `${String(code ?? (err as Error)?.message)}`;
+  switch (storeFaultOf(err)) {
+    case "STORE_FULL":
+      return new StoreCheckError(
+        "STORE_FULL",
+        `${file} cannot be opened for writing: its file system is full (${what}); free space on it and start again`,
+        { cause: err },
+      );
+    case "STORE_CORRUPT":
+      return new StoreCheckError(
+        "STORE_CORRUPT",
+        `${file} is damaged (${what}): run 'kiosk-agent store check', then restore it from its backup`,
+        { cause: err },
+      );
+    case "STORE_READONLY":
+    case "STORE_IO_ERROR":
+      return new StoreCheckError(
+        "STORE_READONLY",
+        `${file} cannot be opened for writing (${what}): its file system is read-only or failing; check the disk (dmesg), remount it read-write, and start again`,
+        { cause: err },
+      );
+    default:
+      return err;
   }
 }
 

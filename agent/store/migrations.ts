@@ -253,6 +253,9 @@ export class StoreCheckError extends CodedError<
   | "STORE_MISMATCH"
   | "STORE_UNREADABLE"
   | "KEY_MISMATCH"
+  | "STORE_FULL"
+  | "STORE_CORRUPT"
+  | "STORE_READONLY"
 > {}
 
 /** The schema versions a store has applied, newest last (none for a new file). */

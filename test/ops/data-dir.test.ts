@@ -171,6 +171,26 @@ describe("a data directory that lost or mixed its files is refused, never replac
     after.close();
   });
 
+  it("a damaged page in the middle of the store: STORE_CORRUPT, and the store is not opened", () => {
+    const dir = join(root, "data");
+    storeInUse(dir, 3);
+    const file = join(dir, STORE_FILE);
+    const db = new Database(file);
+    const pageSize = db.pragma("page_size", { simple: true }) as number;
+    const root_ = (
+      db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'jobs'").get() as { rootpage: number }
+    ).rootpage;
+    db.close();
+    const bytes = readFileSync(file);
+    bytes.fill(0xa5, (root_ - 1) * pageSize + 100, root_ * pageSize);
+    writeFileSync(file, bytes);
+    expectRefusal(
+      dir,
+      "STORE_CORRUPT",
+      /jobs\.sqlite is damaged \(SQLite: .*\): run 'kiosk-agent store check', then restore/,
+    );
+  });
+
   it("another store's write-ahead log left beside this store: STORE_MISMATCH, never replayed", () => {
     const dir = join(root, "data");
     storeInUse(dir, 2);

@@ -86,11 +86,15 @@ export interface OpsRigOptions {
   printer?: VirtualPrinterOptions;
   /** Wait for the agent's hello (default true). */
   waitForConnection?: boolean;
+  /** A data directory of the test's own (a tmpfs that fills up, a store made beforehand); kept at close. */
+  dataDir?: string;
 }
 
 /** Emulator + virtual printer + agent on a fresh data dir; nothing waited for unless asked. */
 export async function startOpsRig(options: OpsRigOptions = {}): Promise<OpsRig> {
-  const { dir: dataDir, remove } = tempDir("kiosk-ops-");
+  const own = options.dataDir === undefined ? tempDir("kiosk-ops-") : undefined;
+  const dataDir = options.dataDir ?? own!.dir;
+  const remove = own?.remove ?? (() => undefined);
   const log = watchedLogger("debug");
   const token = randomBytes(12).toString("hex");
   const emulator = new D1Emulator({ token, ...options.emulator });
@@ -106,11 +110,19 @@ export async function startOpsRig(options: OpsRigOptions = {}): Promise<OpsRig> 
     printer: { path: PRINTER_PATH, statusPollMs: 20, reopen: { initialMs: 20, maxMs: 200 }, ...c.printer },
     production: { defaultCollectTimeoutSec: 30, holdWhileStoppedSec: 5, ...c.production },
   });
-  const agent = new KioskAgent(config, {
-    logger: log.logger,
-    serialBinding: binding,
-    chip: new InProcessApduTransport(new VirtualCard()),
-  });
+  let agent: KioskAgent;
+  try {
+    agent = new KioskAgent(config, {
+      logger: log.logger,
+      serialBinding: binding,
+      chip: new InProcessApduTransport(new VirtualCard()),
+    });
+  } catch (err) {
+    // Refused at start (a damaged data directory): nothing of the rig may outlive the test.
+    await emulator.stop();
+    remove();
+    throw err;
+  }
   agent.start();
   if (options.waitForConnection !== false) await emulator.waitForConnection(STATION, 10_000);
   return {

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { createMetrics, type MetricsSource } from "../../agent/health/metrics.js";
 import type { PipelineEvents } from "../../agent/pipeline/pipeline.js";
 import type { SuppliesSnapshot } from "../../agent/stock/supplies.js";
+import { StoreHealth } from "../../agent/store/store-health.js";
 import { ManualClock } from "../../agent/util/clock.js";
 import { type OpsRig, sampleJob, startOpsRig } from "./rig.js";
 import { parseExposition, type Sample, scrape, suppliesRead, valuesOf } from "./scrape.js";
@@ -61,7 +62,16 @@ describe("supply gauges from a snapshot", () => {
 
   function source(read: () => SuppliesSnapshot): MetricsSource {
     return {
-      store: { countsByState: () => ({}), outboxDepth: () => 0 },
+      store: {
+        countsByState: () => ({}),
+        outboxDepth: () => 0,
+        health: new StoreHealth({
+          clock: new ManualClock(0),
+          dataDir: ".",
+          minFreeBytes: 0,
+          probe: () => undefined,
+        }),
+      },
       outbox: { stats: { sent: 0, resent: 0, acked: 0 } },
       link: { isUp: true, stats: { sessions: 1, malformed: 0 } },
       supervisor: { status: { state: "idle", since: "2026-01-01T00:00:00.000Z" } },
