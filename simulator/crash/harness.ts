@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import { parseArgs } from "node:util";
 import Database from "better-sqlite3";
 import type { AgentConfigInput } from "../../agent/config/schema.js";
@@ -24,9 +24,19 @@ import {
   type RecordedOperation,
   type Verdict,
 } from "./checks.js";
+import { LazyFs, LazyFsError, lazyFsAvailability } from "./lazyfs.js";
+import {
+  type CutRecord,
+  inspectStoreAfterCut,
+  powerLossFailed,
+  powerLossSummary,
+  type StoreAfterCut,
+  unsyncedByKind,
+} from "./power-loss.js";
 import { Random } from "./random.js";
 
 const USAGE = `Usage: npm run crash -- [--iterations N] [--seed S] [--keep] [--verbose] [--lenient] [--standby N]
+       npm run crash:powerloss -- [the same] [--episodes E]   (= npm run crash -- --powerloss …)
 
 Runs the real agent (node bin/kiosk-agent.mjs run) as a child process against the D1 emulator and the
 virtual printer on a pseudo-terminal, SIGKILLs it N times at chosen moments, restarts it, drains, and
@@ -44,6 +54,15 @@ checks D1's record and the printer's card record. docs/crash-harness.md explains
                   in the printer, an agent that did not stop cleanly, exited or did not start by
                   itself, and any other ledger discrepancy (ledger.discrepancies)
   --standby N     agents loading ahead while the current one runs (default 2)
+  --powerloss     run the data directory on LazyFS and cut the power at every kill: every write
+                  not fsynced is dropped before the next start (scripts/powerloss/build-lazyfs.sh
+                  builds LazyFS; npm run crash:powerloss does it first). The run is split into
+                  episodes, each from an empty data directory whose first start is cut early (a
+                  first-boot cut); it also fails on a store that is not intact after a cut, an
+                  accepted job or a status D1 received missing after a cut, and an agent that does
+                  not start again after one (failedRestarts)
+  --episodes E    power-loss mode: fresh data directories in the run (default: one per 10
+                  iterations, at least 1)
 
 The last line of stdout is one JSON object; exit code 1 if lost, duplicateCards, orderViolations or
 the ledger's missing / double is not 0 (2: usage, 3: the harness itself failed).`;
@@ -60,6 +79,8 @@ interface JobInfo {
   operationId: string;
   job: ProductionJob;
   kind: JobKind;
+  /** The data directory (power-loss episode) it was pushed to: a later one's store never saw it. */
+  episode: number;
   track2Sha?: string;
   pushes: number;
   /** D1 got an `accepted` push-result for it. */
@@ -79,9 +100,23 @@ type Target =
   | "event"
   | "push"
   | "random"
-  | "startup";
+  | "startup"
+  // Power-loss mode only, the first kill of an episode (an empty data directory): during the
+  // agent's first start, right after the first push, right after the first `accepted`.
+  | "boot"
+  | "first-push"
+  | "first-accept";
 
-const TARGET_WEIGHTS: Readonly<Record<Target, number>> = {
+/** The first-boot targets, drawn for the first kill of each power-loss episode. */
+const FIRST_BOOT_TARGETS: readonly Target[] = ["boot", "first-push", "first-accept"];
+/**
+ * How long after its config a `boot` kill may come: a first start (data directory, key, store and
+ * its migrations, the D1 link) says hello in about 50–150 ms, so these land inside it, most of them
+ * before the store has its identity.
+ */
+const BOOT_WINDOW_MS = 100;
+
+const TARGET_WEIGHTS: Readonly<Record<Exclude<Target, "boot" | "first-push" | "first-accept">, number>> = {
   insert: 11,
   print: 13,
   encode: 13,
@@ -183,6 +218,8 @@ interface HarnessOptions {
   strict: boolean;
   /** Agents loading ahead of their start. */
   standby: number;
+  /** Power-loss mode: the data directory on LazyFS, cut at every kill, in this many episodes. */
+  powerloss?: { episodes: number };
 }
 
 interface KillRecord {
@@ -222,11 +259,12 @@ class CrashRun {
   private readonly plan: Random;
   private readonly hands: Random;
   private readonly dir: string;
-  private readonly dataDir: string;
+  /** The agent's data directory: one for the run, or (power loss) a fresh one per episode. */
+  private dataDir: string;
   private readonly recordFile: string;
   private configText = "";
+  private baseConfig: AgentConfigInput | undefined;
   private readonly stdioFile: string;
-  private readonly dbFile: string;
   private readonly token = randomBytes(16).toString("hex");
   private readonly emulator: D1Emulator;
   private readonly printer: VirtualEvolisPrinter;
@@ -264,6 +302,28 @@ class CrashRun {
   private lastCommandAt = Date.now();
   private readonly commandWatchers = new Set<(name: string, context: CommandContext) => void>();
 
+  // ---- power-loss mode ----
+  private lazy: LazyFs | undefined;
+  private episode = 1;
+  /** Iterations at which a new episode (an empty data directory) begins. */
+  private readonly episodeStarts = new Set<number>();
+  private readonly cuts: CutRecord[] = [];
+  /** The ledgers of the episodes already ended (each store counts its own cards). */
+  private readonly episodeLedgers: LedgerInput[] = [];
+  /** Cards the ledgers of ended episodes counted: the kill gap is against the printer's total. */
+  private countedBefore = 0;
+  /** The running agent started on a data directory with no store in it. */
+  private agentOnFirstBoot = false;
+  /** eventIds D1 received from the current episode's store. */
+  private readonly episodeEvents = new Set<string>();
+  /** Agent starts that ended by themselves or never said hello (the agent refused the data dir). */
+  private failedRestarts = 0;
+  private ledgerUnreadable = false;
+  /** The size of agent-stdio.log when the running agent started: what it wrote comes after. */
+  private stdioMark = 0;
+  /** What the drains of ended episodes left: outbox events, open jobs, agents not stopped cleanly. */
+  private readonly episodeLeft = { outbox: 0, open: 0, unclean: 0 };
+
   private readonly counters = {
     duplicatePushes: 0,
     retriedPushes: 0,
@@ -280,10 +340,10 @@ class CrashRun {
     this.hands = this.plan.fork();
     this.dir = mkdtempSync(join(tmpdir(), "kiosk-crash-"));
     this.dataDir = join(this.dir, "data");
-    mkdirSync(this.dataDir, { mode: 0o700 });
+    // Power loss: each episode's directory is made by the agent itself, on LazyFS (run()).
+    if (!options.powerloss) mkdirSync(this.dataDir, { mode: 0o700 });
     this.recordFile = join(this.dir, "d1-record.jsonl");
     this.stdioFile = join(this.dir, "agent-stdio.log");
-    this.dbFile = join(this.dataDir, "jobs.sqlite");
     writeFileSync(this.recordFile, "");
     this.emulator = new D1Emulator({
       token: this.token,
@@ -305,6 +365,16 @@ class CrashRun {
     });
     this.printer.on("card-presented", (card) => this.onCardPresented(card));
     this.printer.on("card-inserted", (card) => this.fedCards.push(card));
+    this.emulator.on("operation", (_operation, event) => this.episodeEvents.add(event.eventId));
+    if (options.powerloss) {
+      const { episodes } = options.powerloss;
+      for (let e = 1; e < episodes; e++)
+        this.episodeStarts.add(1 + Math.round((e * options.iterations) / episodes));
+    }
+  }
+
+  private get dbFile(): string {
+    return join(this.dataDir, "jobs.sqlite");
   }
 
   get directory(): string {
@@ -313,6 +383,10 @@ class CrashRun {
 
   async run(): Promise<Summary> {
     const started = Date.now();
+    if (this.options.powerloss) {
+      this.lazy = await LazyFs.mount({ workDir: this.dir });
+      this.dataDir = join(this.lazy.mountPoint, "kiosk-1");
+    }
     const { url } = await this.emulator.start();
     this.pty = await PtyDevice.start(this.printer, {
       linkPath: join(this.dir, "ttyPRINTER"),
@@ -342,15 +416,20 @@ class CrashRun {
         reopen: { initialMs: 50, maxMs: 500 },
       },
       production: { defaultCollectTimeoutSec: 5, holdWhileStoppedSec: 30 },
+      // Outside the data directory (and LazyFS): the log is the harness's evidence, not the agent's state.
       log: { level: "info", file: join(this.dir, "agent.log") },
     };
-    this.configText = JSON.stringify(config, null, 2);
-    writeFileSync(join(this.dir, "agent.json"), this.configText);
+    this.baseConfig = config;
+    this.setDataDir(this.dataDir);
     progress(
-      `crash harness: seed ${this.options.seed}, ${this.options.iterations} iterations, dir ${this.dir}`,
+      `crash harness: seed ${this.options.seed}, ${this.options.iterations} iterations, dir ${this.dir}` +
+        (this.options.powerloss
+          ? `; power loss: data directory on LazyFS (${this.lazy!.mountPoint}), ${this.options.powerloss.episodes} episodes`
+          : ""),
     );
 
     for (let i = 1; i <= this.options.iterations; i++) {
+      if (this.episodeStarts.has(i)) await this.nextEpisode(i);
       await this.iteration(i);
       if (!this.options.verbose && (i % 10 === 0 || i === this.options.iterations)) {
         progress(
@@ -359,8 +438,9 @@ class CrashRun {
       }
     }
     const drain = await this.drain();
+    if (this.lazy) await this.cut(this.options.iterations, "clean-stop");
     this.scanCommands();
-    const ledgerInput = this.readLedger(drain.cleanStop);
+    const ledgerInput = this.mergedLedger(this.readLedger(drain.cleanStop));
     const verdict = this.verdict(ledgerInput);
     const ledger = this.ledgerSummary(verdict.ledger);
     progress(`  ${ledgerLine(ledger)}`);
@@ -390,6 +470,17 @@ class CrashRun {
       for (const line of list.slice(0, 5)) progress(`  ${kind}: ${line}`);
       if (list.length > 5) progress(`  ${kind}: … ${list.length - 5} more in verdict.json`);
     }
+    const powerLoss = this.options.powerloss
+      ? powerLossSummary(this.cuts, this.failedRestarts, this.episode)
+      : undefined;
+    if (powerLoss) {
+      progress(
+        `  power loss: ${powerLoss.cuts} cuts (${powerLoss.cutsAfterKill} at kills, ${powerLoss.firstBootCuts} in a first boot, ${powerLoss.cutsAfterCleanStop} after a clean stop), ` +
+          `${powerLoss.unsyncedBytesDropped} bytes un-synced dropped, integrity ${powerLoss.integrity}, failed restarts ${powerLoss.failedRestarts}, ` +
+          `accepted jobs missing after a cut ${powerLoss.acceptedMissingAfterCut}, statuses missing ${powerLoss.eventsMissingAfterCut}`,
+      );
+      writeFileSync(join(this.dir, "cuts.json"), JSON.stringify(this.cuts, null, 2));
+    }
     return {
       iterations: this.options.iterations,
       kills: this.kills.length,
@@ -398,6 +489,7 @@ class CrashRun {
       duplicateCards: verdict.duplicateCards,
       orderViolations: verdict.orderViolations,
       seed: this.options.seed,
+      ...powerLoss,
       accepted: this.emulator.accepted.size,
       multipleTerminals: verdict.multipleTerminals,
       outcomeMismatches: verdict.outcomeMismatches,
@@ -405,9 +497,13 @@ class CrashRun {
       strandedCards: verdict.strandedCards,
       cancelMismatches: verdict.cancelMismatches,
       protocolViolations: this.emulator.violations.length,
-      outboxLeft: drain.outboxLeft,
-      openJobsLeft: drain.openLeft,
-      cleanStop: drain.cleanStop,
+      // What was wrong (kind, message type, paths and codes; never values), so a failure says which.
+      protocolViolationDetails: this.emulator.violations
+        .slice(0, 5)
+        .map((v) => `${v.kind}${v.type ? ` ${v.type}` : ""}: ${v.detail}`),
+      outboxLeft: drain.outboxLeft + this.episodeLeft.outbox,
+      openJobsLeft: drain.openLeft + this.episodeLeft.open,
+      cleanStop: drain.cleanStop && this.episodeLeft.unclean === 0,
       killsWithUnackedEvents: this.kills.filter((k) => k.unackedEvents > 0).length,
       killsByStep,
       killsByTrigger,
@@ -428,6 +524,7 @@ class CrashRun {
     await Promise.all(this.standbys.splice(0).map((a) => a.kill()));
     await this.pty?.close();
     await this.emulator.stop();
+    await this.lazy?.unmount();
   }
 
   removeDirectory(): void {
@@ -439,7 +536,7 @@ class CrashRun {
   private async iteration(n: number): Promise<void> {
     const plan = this.plan;
     this.setLatency({ commandMs: plan.int(2, 6), printMs: plan.int(20, 50), magMs: plan.int(5, 15) });
-    let target = plan.weighted(TARGET_WEIGHTS);
+    let target: Target = plan.weighted(TARGET_WEIGHTS);
     // Retracting needs a card nobody takes; recovery needs a job a previous kill left in production.
     if (target === "recovery" && this.previousInProduction === undefined) target = "collect";
     const nth = 1 + Math.floor(plan.next() * (COMMAND_TARGETS[target]?.span ?? 3));
@@ -463,6 +560,14 @@ class CrashRun {
     const cancel = plan.chance(0.12);
     const cancelPick = plan.next();
     const cancelAt = plan.int(0, 400);
+    // Drawn after the plan above, and only in power-loss mode: the plain mode's plans stay the same.
+    let bootAt = 0;
+    let acceptDelay = 0;
+    if (this.options.powerloss && (n === 1 || this.episodeStarts.has(n))) {
+      target = plan.pick(FIRST_BOOT_TARGETS);
+      bootAt = plan.int(0, BOOT_WINDOW_MS);
+      acceptDelay = plan.int(0, 20);
+    }
 
     const iterationStart = Date.now();
     const agent = await this.startAgent(true);
@@ -488,8 +593,8 @@ class CrashRun {
     };
     const cleanups: Array<() => void> = [];
 
-    if (target === "startup") {
-      after(startupAt, () => fire("startup"));
+    if (target === "startup" || target === "boot") {
+      after(target === "boot" ? bootAt : startupAt, () => fire(target));
     } else {
       // Recovery runs as soon as the printer is open, which may be before the hello reaches D1.
       if (target === "recovery") this.armTrigger(target, nth, delayFraction, fire, after, cleanups, randomAt);
@@ -501,11 +606,22 @@ class CrashRun {
         // Killed inside recovery before the hello: nothing is pushed this time.
       } else if (!hello) {
         this.counters.startFailures++;
-        progress(`  iteration ${n}: the agent did not connect (see ${this.stdioFile})`);
+        this.failedRestarts++;
+        progress(`  iteration ${n}: the agent did not connect${this.agentSaid()}`);
         fire("no-hello");
       } else {
-        if (target !== "recovery")
+        if (target === "first-accept") {
+          // The first job D1 was told is stored: from here on it must survive any cut.
+          const onResult = (message: { result: string }): void => {
+            if (message.result !== "accepted") return;
+            this.emulator.off("push-result", onResult);
+            after(acceptDelay, () => fire("first-accept"));
+          };
+          this.emulator.on("push-result", onResult);
+          cleanups.push(() => this.emulator.off("push-result", onResult));
+        } else if (target !== "recovery") {
           this.armTrigger(target, nth, delayFraction, fire, after, cleanups, randomAt);
+        }
         if (dropAt !== undefined) {
           after(dropAt, () => {
             if (!fired && this.emulator.connectedStations().length > 0) {
@@ -518,7 +634,9 @@ class CrashRun {
         const pushKill =
           target === "push"
             ? { nth: 1 + Math.floor(delayFraction * batch.length), delayFraction, fire, after }
-            : undefined;
+            : target === "first-push"
+              ? { nth: 1, delayFraction, fire, after, trigger: "first-push" }
+              : undefined;
         void this.pushAll(batch, pushKill).then(() => {
           if (cancel) after(cancelAt, () => this.cancelOne(batch, cancelPick, cleanups));
           // Long enough for the aimed step to come up behind a job or two already queued.
@@ -539,13 +657,135 @@ class CrashRun {
     for (const c of cleanups) c();
     await agent.kill();
     const { code, signal } = await agent.exited;
-    if (wasRunning && signal === "SIGKILL") {
-      this.recordKill(n, trigger, timing);
-    } else {
+    const killedByUs = wasRunning && signal === "SIGKILL";
+    if (!killedByUs) {
       // Not a kill: the agent ended on its own, which a service must never do.
       this.counters.agentExits++;
-      progress(`  iteration ${n}: the agent exited by itself (${signal ?? code}); see ${this.stdioFile}`);
+      if (trigger !== "no-hello") this.failedRestarts++;
+      progress(`  iteration ${n}: the agent exited by itself (${signal ?? code})${this.agentSaid()}`);
     }
+    // The power goes with the process: what was not fsynced is gone before anything reads the store.
+    if (this.lazy) await this.cut(n, "kill");
+    if (killedByUs) this.recordKill(n, trigger, timing);
+  }
+
+  /** The last line the running agent wrote to stdout/stderr (a refusal names its file), for a progress line. */
+  private agentSaid(): string {
+    let text = "";
+    try {
+      text = readFileSync(this.stdioFile).subarray(this.stdioMark).toString("utf8");
+    } catch {
+      return "";
+    }
+    const last = text.trim().split("\n").at(-1) ?? "";
+    return last ? `: ${last.slice(0, 400)} (${this.stdioFile})` : ` (see ${this.stdioFile})`;
+  }
+
+  private setDataDir(dataDir: string): void {
+    this.dataDir = dataDir;
+    this.configText = JSON.stringify({ ...this.baseConfig, dataDir }, null, 2);
+    writeFileSync(join(this.dir, "agent.json"), this.configText);
+  }
+
+  // ---- power loss -------------------------------------------------------------------------------
+
+  /**
+   * The power cut: LazyFS drops what was not fsynced; then the store, as the next start will find
+   * it, is checked against what D1 was told (jobs accepted, statuses received).
+   */
+  private async cut(iteration: number, after: CutRecord["after"]): Promise<void> {
+    const lazy = this.lazy!;
+    const changedBytes = unsyncedByKind(
+      this.dataDir,
+      join(lazy.backingDir, relative(lazy.mountPoint, this.dataDir)),
+    );
+    const walFile = `${this.dbFile}-wal`;
+    const walBefore = existsSync(walFile) ? statSync(walFile).size : 0;
+    const unsyncedBytes = await lazy.unsyncedBytes();
+    await lazy.clearCache();
+    const walAfter = existsSync(walFile) ? statSync(walFile).size : 0;
+    const store = inspectStoreAfterCut(this.dataDir, this.dir);
+    const episodeJobs = new Set(
+      this.jobs.filter((j) => j.episode === this.episode).map((j) => j.operationId),
+    );
+    const missingAccepted = [...this.emulator.accepted].filter(
+      (id) => episodeJobs.has(id) && !store.jobIds.has(id),
+    );
+    const missingEvents = [...this.episodeEvents].filter((id) => !store.eventIds.has(id));
+    const record: CutRecord = {
+      iteration,
+      episode: this.episode,
+      after,
+      firstBoot: after === "kill" && this.agentOnFirstBoot,
+      unsyncedBytes,
+      changedBytes,
+      walRegrownBytes: Math.max(0, walAfter - walBefore),
+      store: store.state,
+      integrity: store.integrity,
+      missingAccepted,
+      missingEvents,
+      keyLost: store.state !== "none" && store.keyOk !== true,
+    };
+    this.cuts.push(record);
+    if (
+      record.integrity !== "ok" ||
+      missingAccepted.length > 0 ||
+      missingEvents.length > 0 ||
+      record.keyLost
+    ) {
+      progress(
+        `  cut after ${after} (iteration ${iteration}, episode ${this.episode}): store ${store.state}, integrity ${store.integrity}, ` +
+          `${missingAccepted.length} accepted jobs missing, ${missingEvents.length} statuses D1 has missing, key ${store.keyOk ?? "absent"}`,
+      );
+    } else if (this.options.verbose) {
+      progress(
+        `  cut after ${after}${record.firstBoot ? " (first boot)" : ""}: ${unsyncedBytes} bytes un-synced dropped (changed: ${JSON.stringify(changedBytes)}), store ${store.state}, integrity ok`,
+      );
+    }
+  }
+
+  /** Whether the data directory holds a store yet (read before a start: its first boot or not). */
+  private storeState(): StoreAfterCut["state"] {
+    return existsSync(join(this.dataDir, "store.id"))
+      ? "store"
+      : inspectStoreAfterCut(this.dataDir, this.dir).state;
+  }
+
+  /**
+   * Ends the episode as the run ends (a last start, every job to a terminal status, a clean stop, a
+   * cut), keeps its store's ledger, and starts the next on an empty data directory.
+   */
+  private async nextEpisode(iteration: number): Promise<void> {
+    const drain = await this.drain(false);
+    await this.cut(iteration - 1, "clean-stop");
+    const ledger = this.readLedger(drain.cleanStop);
+    if (ledger) {
+      this.episodeLedgers.push(ledger);
+      this.countedBefore += countedOf(ledger);
+    } else {
+      this.ledgerUnreadable = true;
+    }
+    this.episodeLeft.outbox += Math.max(0, drain.outboxLeft);
+    this.episodeLeft.open += Math.max(0, drain.openLeft);
+    if (!drain.cleanStop) this.episodeLeft.unclean++;
+    this.episode++;
+    this.episodeEvents.clear();
+    this.previousInProduction = undefined;
+    this.setDataDir(join(this.lazy!.mountPoint, `kiosk-${this.episode}`));
+    progress(`  episode ${this.episode}: an empty data directory (${this.dataDir})`);
+  }
+
+  /** The run's ledger: every episode's store, against the printer's whole count. */
+  private mergedLedger(last: LedgerInput | undefined): LedgerInput | undefined {
+    if (!last || this.ledgerUnreadable) return undefined;
+    if (this.episodeLedgers.length === 0) return last;
+    const all = [...this.episodeLedgers, last];
+    return {
+      movements: all.flatMap((l) => l.movements),
+      jobs: all.flatMap((l) => l.jobs),
+      cardsInserted: last.cardsInserted,
+      cleanStop: all.every((l) => l.cleanStop),
+    };
   }
 
   private setLatency(latency: PrinterLatency): void {
@@ -563,6 +803,8 @@ class CrashRun {
       this.agentFirstCommand = this.commandsSeen;
       this.context = { opened: false, flow: "other" };
       this.agent = agent;
+      if (this.lazy) this.agentOnFirstBoot = this.storeState() === "none";
+      this.stdioMark = existsSync(this.stdioFile) ? statSync(this.stdioFile).size : 0;
       if (await agent.release(this.configText)) return agent;
       this.counters.startFailures++;
       progress(`  an agent died before reading its config (see ${this.stdioFile})`);
@@ -654,7 +896,9 @@ class CrashRun {
     batch.push(...unanswered);
     this.counters.retriedPushes += unanswered.length;
     for (const kind of kinds) batch.push(this.newJob(kind));
-    const answered = this.jobs.filter((j) => j.answered);
+    // A re-push goes to the store that accepted it: another episode's store never saw the job, and
+    // would rightly make it a new card.
+    const answered = this.jobs.filter((j) => j.answered && j.episode === this.episode);
     if (duplicate && answered.length > 0) {
       const again = answered[Math.floor(dupPick * answered.length)]!;
       batch.splice(Math.floor(order * (batch.length + 1)), 0, again);
@@ -676,6 +920,7 @@ class CrashRun {
       operationId: job.operationId,
       job,
       kind,
+      episode: this.episode,
       ...(track2 && kind !== "data-exception" ? { track2Sha: sha256(track2) } : {}),
       pushes: 0,
       answered: false,
@@ -694,6 +939,7 @@ class CrashRun {
       delayFraction: number;
       fire: (trigger: string) => void;
       after: (ms: number, fn: () => void) => void;
+      trigger?: string;
     },
   ): Promise<void> {
     let count = 0;
@@ -708,7 +954,7 @@ class CrashRun {
       const answer = this.emulator.push(info.job, { station: STATION, timeoutMs: 3_000 });
       if (killAt && count === killAt.nth) {
         // The job may be committed, its push-result on the wire or not yet written.
-        killAt.after(Math.floor(killAt.delayFraction * 4), () => killAt.fire("push"));
+        killAt.after(Math.floor(killAt.delayFraction * 4), () => killAt.fire(killAt.trigger ?? "push"));
       }
       try {
         const result = await answer;
@@ -813,7 +1059,7 @@ class CrashRun {
     const ledgerGap =
       snap?.ledgerCounted === undefined
         ? undefined
-        : this.printer.state.counters.cardsInserted - snap.ledgerCounted;
+        : this.printer.state.counters.cardsInserted - this.countedBefore - snap.ledgerCounted;
     const record: KillRecord = {
       iteration,
       trigger,
@@ -877,12 +1123,18 @@ class CrashRun {
 
   // ---- the end ----------------------------------------------------------------------------------
 
-  private async drain(): Promise<{ outboxLeft: number; openLeft: number; cleanStop: boolean }> {
-    progress("  draining: a last start, every job to a terminal status at D1, outbox empty");
+  private async drain(final = true): Promise<{ outboxLeft: number; openLeft: number; cleanStop: boolean }> {
+    progress(
+      final
+        ? "  draining: a last start, every job to a terminal status at D1, outbox empty"
+        : `  episode ${this.episode} ends: a start, every job to a terminal status at D1, outbox empty, a clean stop`,
+    );
     this.setLatency({ commandMs: 3, printMs: 35, magMs: 10 });
-    const agent = await this.startAgent(false);
+    const agent = await this.startAgent(!final);
     await this.waitForHello(agent, 30_000).catch(() => {
-      progress("  the agent did not connect for the drain");
+      this.counters.startFailures++;
+      this.failedRestarts++;
+      progress(`  the agent did not connect for the drain${this.agentSaid()}`);
     });
     const noShowsOpen = this.jobs.filter((j) => j.kind === "no-show").length;
     const deadline = Date.now() + 60_000 + noShowsOpen * 6_000;
@@ -1043,6 +1295,13 @@ function ledgerLine(l: LedgerSummary): string {
   );
 }
 
+/** Cards a store's ledger counted (issued + spoiled). */
+function countedOf(ledger: LedgerInput): number {
+  return ledger.movements
+    .filter((m) => m.kind === "issued" || m.kind === "spoiled")
+    .reduce((n, m) => n + m.quantity, 0);
+}
+
 /** The context after `name`, given the one before it (CommandContext). */
 function nextContext(before: CommandContext, name: string): CommandContext {
   const opened = before.opened || name === "Rfv";
@@ -1104,11 +1363,17 @@ async function runHarness(options: HarnessOptions): Promise<{ summary: Summary; 
     summary["cleanStop"] !== true ||
     summary["agentExits"] !== 0 ||
     summary["startFailures"] !== 0;
+  // Power loss: a store damaged or forgetful after a cut, or an agent that does not start again, is
+  // as binding as a lost job.
+  const powerLossBroken =
+    summary["mode"] === "powerloss" &&
+    powerLossFailed(summary as unknown as ReturnType<typeof powerLossSummary>);
   const failed =
     summary.lost !== 0 ||
     summary.duplicateCards !== 0 ||
     summary.orderViolations !== 0 ||
     ledgerFailed ||
+    powerLossBroken ||
     (options.strict && anomalies);
   if (failed || anomalies || options.keep) progress(`  files kept in ${run.directory}`);
   else run.removeDirectory();
@@ -1127,6 +1392,8 @@ async function main(argv: string[]): Promise<number> {
         verbose: { type: "boolean" },
         lenient: { type: "boolean" },
         standby: { type: "string" },
+        powerloss: { type: "boolean" },
+        episodes: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -1148,9 +1415,26 @@ async function main(argv: string[]): Promise<number> {
   const iterations = whole("iterations", 20, 1);
   const seed = whole("seed", Date.now() % 0xffffffff, 0);
   const standby = whole("standby", 2, 1);
-  if (iterations === undefined || seed === undefined || standby === undefined) {
+  // One empty data directory per 10 iterations: 20 first boots in a 200-iteration run.
+  const episodes = whole("episodes", Math.max(1, Math.ceil((iterations ?? 1) / 10)), 1);
+  if (iterations === undefined || seed === undefined || standby === undefined || episodes === undefined) {
     console.error(`--iterations must be a whole number ≥ 1 and --seed one in 0..4294967295\n\n${USAGE}`);
     return 2;
+  }
+  if (values["episodes"] !== undefined && values["powerloss"] !== true) {
+    console.error(`--episodes needs --powerloss\n\n${USAGE}`);
+    return 2;
+  }
+  if (episodes > iterations) {
+    console.error(
+      `--episodes must not exceed --iterations (each episode has its first-boot kill)\n\n${USAGE}`,
+    );
+    return 2;
+  }
+  if (values["powerloss"] === true) {
+    // Before anything is made: a machine without LazyFS or FUSE gets one line and no temp dir.
+    const lazyfs = lazyFsAvailability();
+    if ("unavailable" in lazyfs) throw new LazyFsError(lazyfs.code, lazyfs.unavailable);
   }
   const { summary, failed } = await runHarness({
     iterations,
@@ -1159,6 +1443,7 @@ async function main(argv: string[]): Promise<number> {
     verbose: values["verbose"] === true,
     strict: values["lenient"] !== true,
     standby,
+    ...(values["powerloss"] === true ? { powerloss: { episodes } } : {}),
   });
   console.log(JSON.stringify(summary));
   return failed ? 1 : 0;
@@ -1169,7 +1454,9 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    console.error(`crash harness: ${(err as Error)?.stack ?? String(err)}`);
+    // LazyFS missing or unmountable is a setup problem: one line, no stack.
+    if (err instanceof LazyFsError) console.error(`crash harness: ${err.code}: ${err.message}`);
+    else console.error(`crash harness: ${(err as Error)?.stack ?? String(err)}`);
     process.exitCode = 3;
   },
 );
