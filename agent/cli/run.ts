@@ -1,8 +1,8 @@
 import { autoDetect } from "@serialport/bindings-cpp";
-import { pino } from "pino";
 import { PcscApduTransport } from "../../drivers/chip/pcsc-transport.js";
 import { KioskAgent } from "../agent.js";
 import { ConfigError, loadConfig } from "../config/load.js";
+import { LogFileError, openLogFile } from "../log/file-destination.js";
 import { createLogger } from "../log/logger.js";
 import { parseOrExitCode } from "./args.js";
 
@@ -17,6 +17,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   const parsed = parseOrExitCode(argv, { config: { type: "string", short: "c" } }, HELP);
   if (typeof parsed === "number") return parsed;
   const { values } = parsed;
+  // Every file the service makes (store, -wal, -shm, key, pid, log.file) is private to its user, as
+  // under the unit's UMask=0077, also when it is started by hand or from another init.
+  process.umask(0o077);
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(typeof values.config === "string" ? values.config : undefined);
@@ -27,10 +30,18 @@ export async function runCommand(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger({
-    level: config.log.level,
-    ...(config.log.file ? { destination: pino.destination({ dest: config.log.file, append: true }) } : {}),
-  });
+  let logFile: ReturnType<typeof openLogFile> | undefined;
+  try {
+    // Before anything else runs: a log path that cannot work is one line, as a config error is.
+    logFile = config.log.file ? openLogFile(config.log.file) : undefined;
+  } catch (err) {
+    if (err instanceof LogFileError) {
+      console.error(`kiosk-agent: cannot start: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+  const logger = createLogger({ level: config.log.level, ...(logFile ? { destination: logFile } : {}) });
   let agent: KioskAgent;
   try {
     const chip = config.chip.reader

@@ -68,7 +68,11 @@ function scrub(value: unknown, depth = 0): unknown {
 
 export interface LoggerOptions {
   level?: string;
-  /** Where JSON lines go; defaults to stdout. Tests pass a capturing stream. */
+  /**
+   * Where JSON lines go; defaults to stdout. `run` passes openLogFile()'s destination for log.file
+   * (./file-destination.ts: a failing file falls back to stderr, never throws). Tests pass a
+   * capturing stream.
+   */
   destination?: DestinationStream;
   name?: string;
 }

@@ -40,9 +40,14 @@ export function fill(file: string): { bytes: number; free: () => void } {
       }
     }
   }
+  let freed = false;
   return {
     bytes,
+    // Idempotent: a test's cleanup frees it again, so a failed test leaves no descriptor that keeps
+    // the tmpfs busy at unmount.
     free: () => {
+      if (freed) return;
+      freed = true;
       closeSync(fd);
       closeSync(openSync(file, "w"));
     },
