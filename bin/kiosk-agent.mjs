@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// The `kiosk-agent` command, and what the systemd unit starts (deploy/kiosk-agent.service).
+// The `kiosk-agent` command in a checkout, and what a from-source install's unit starts (the Debian
+// package has its own launcher, deploy/debian/kiosk-agent.mjs).
 //
 // What it runs:
 //  - dist/kiosk-agent.mjs, the agent bundled by `npm run build` (scripts/build.ts), under plain node,
