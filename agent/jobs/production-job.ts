@@ -6,6 +6,7 @@ import {
   type TrackFields,
   type TrackResult,
 } from "../../drivers/magstripe/iso7813.js";
+import { containsCardData } from "../log/mask.js";
 
 /**
  * The production job D1 pushes (shared/production-job.md), as a zod schema. docs/validation.md lists
@@ -19,7 +20,7 @@ import {
 
 /** Set on custom issues whose D1 errorCode is not the default FIELD_INVALID_FORMAT. */
 export interface IssueParams {
-  errorCode: "FIELD_MISSING" | "FIELD_INVALID_FORMAT";
+  errorCode: "FIELD_MISSING" | "FIELD_INVALID_FORMAT" | "FIELD_CARD_DATA";
 }
 
 const missing: IssueParams = { errorCode: "FIELD_MISSING" };
@@ -27,8 +28,24 @@ const missing: IssueParams = { errorCode: "FIELD_MISSING" };
 // C0/C1 controls and DEL: ids and labels end up in logs, file names and D1 messages.
 const NO_CONTROL = /^[^\u0000-\u001f\u007f-\u009f]*$/;
 
-/** Ids D1 hands us and we echo back: bounded, no control characters. */
-export const IdSchema = z.string().min(1).max(128).regex(NO_CONTROL);
+/**
+ * Ids and labels are stored in clear, logged, shown and written to the audit trail for good: one
+ * that holds a Luhn-valid 13–19 digit run (any separators, any digit script) or a track-like string
+ * is refused (FIELD_CARD_DATA, docs/validation.md). The same detector masks logs (agent/log/mask.ts),
+ * so an id that passes here is never mangled there.
+ */
+function noCardData<T extends z.ZodType<string>>(schema: T): T {
+  return schema.superRefine((s, ctx) => {
+    if (containsCardData(s)) {
+      ctx.addIssue({ code: "custom", message: "holds card data", params: { errorCode: "FIELD_CARD_DATA" } });
+    }
+  }) as unknown as T;
+}
+
+/** Ids D1 hands us and we echo back: bounded, no control characters, no card data. */
+export const IdSchema = noCardData(z.string().min(1).max(128).regex(NO_CONTROL)).describe(
+  "An id: 1-128 characters, no control characters, no card data (no Luhn-valid 13-19 digit run, no track; docs/validation.md)",
+);
 
 export const CARD_WIDTH_MM = 85.6;
 export const CARD_HEIGHT_MM = 54;
@@ -121,7 +138,7 @@ export const DeliverySchema = z.object({
 
 export const ProductionDataSchema = z
   .object({
-    cardStock: z.string().min(1).max(64).regex(NO_CONTROL).optional(),
+    cardStock: noCardData(z.string().min(1).max(64).regex(NO_CONTROL)).optional(),
     print: PrintSchema.optional(),
     magstripe: MagstripeSchema.optional(),
     chip: ChipSchema.optional(),
@@ -143,7 +160,8 @@ export const ProductionJobSchema = z
     issuerRequestId: IdSchema.optional(),
     distributionChannel: z.literal("INSTANT").default("INSTANT"),
     persoStation: IdSchema,
-    requestedAt: z.iso.datetime({ offset: true }).optional(),
+    // Fractional seconds are unbounded: a PAN could ride in them.
+    requestedAt: noCardData(z.iso.datetime({ offset: true })).optional(),
     productionData: ProductionDataSchema,
   })
   .describe("Production job pushed by D1 to a perso station (shared/production-job.md)");

@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
+import { containsCardData } from "../log/mask.js";
 import type { ProductionJob } from "./production-job.js";
 
 /**
@@ -94,6 +95,18 @@ function hex(input: string, length: number): string {
   return createHash("sha256").update(input).digest("hex").slice(0, length);
 }
 
+/**
+ * Ids must pass the door's card-data screen (docs/validation.md): a hash-made id can, by chance,
+ * hold a Luhn-valid run of 13+ digits (about 1 in 1000 for a 4-4-4-4 hex card id). Such an id is
+ * derived again with a salt; the first (unsalted) one is kept whenever it is clean.
+ */
+function cleanId(make: (salt: string) => string): string {
+  for (let n = 0; ; n++) {
+    const id = make(n === 0 ? "" : `:${n}`);
+    if (!containsCardData(id)) return id;
+  }
+}
+
 /** UUID-shaped (version 8, "custom") so it looks like D1's ids, but derived from (runId, i). */
 function sampleOperationId(runId: string, i: number): string {
   const h = hex(`op:${runId}:${i}`, 32).split("");
@@ -172,11 +185,11 @@ export function makeSampleJob(i: number, opts: SampleJobOptions = {}): Productio
   };
 
   return {
-    operationId: sampleOperationId(runId, i),
+    operationId: cleanId((salt) => sampleOperationId(runId + salt, i)),
     operation: "PRODUCE",
-    cardId: hex(`card:${runId}:${i}`, 16).replace(/(.{4})(?=.)/g, "$1-"),
+    cardId: cleanId((salt) => hex(`card:${runId}:${i}${salt}`, 16).replace(/(.{4})(?=.)/g, "$1-")),
     issuerId: "ISSUER-01",
-    issuerRequestId: `req-${hex(runId, 8)}-${String(i).padStart(6, "0")}`,
+    issuerRequestId: cleanId((salt) => `req-${hex(runId + salt, 8)}-${String(i).padStart(6, "0")}`),
     distributionChannel: "INSTANT",
     persoStation: opts.station ?? SAMPLE_STATION,
     requestedAt: now.toISOString(),

@@ -14,7 +14,8 @@ export type JobValidation =
   | { kind: "refused"; errorCode: string; error: string; operationId?: string }
   | { kind: "data-exception"; header: JobHeader; reason: string; errorCode: string; error: string };
 
-export type FieldErrorCode = "FIELD_MISSING" | "FIELD_INVALID_FORMAT";
+/** FIELD_CARD_DATA: an id or label that holds card data (a Luhn-valid digit run or a track). */
+export type FieldErrorCode = "FIELD_MISSING" | "FIELD_INVALID_FORMAT" | "FIELD_CARD_DATA";
 
 export const SATELLITE_REASONS = {
   missing: "MISSING_SATELLITEUID",
@@ -59,10 +60,13 @@ function refused(errorCode: string, error: string, operationId?: string): JobVal
     : { kind: "refused", errorCode, error, operationId };
 }
 
-/** FIELD_MISSING when the key is absent, else FIELD_INVALID_FORMAT. */
+/** FIELD_MISSING when the key is absent, FIELD_CARD_DATA when it holds card data, else FIELD_INVALID_FORMAT. */
 function idProblem(v: unknown): FieldErrorCode | undefined {
   if (v === undefined) return "FIELD_MISSING";
-  return IdSchema.safeParse(v).success ? undefined : "FIELD_INVALID_FORMAT";
+  const parsed = IdSchema.safeParse(v);
+  if (parsed.success) return undefined;
+  const issue = parsed.error.issues[0];
+  return issue ? issueErrorCode(issue, v) : "FIELD_INVALID_FORMAT";
 }
 
 /** A D1 enum field that defaults when absent; a known value that is not ours is "unsupported". */
@@ -104,9 +108,8 @@ function validate(raw: unknown, stationId: string): JobValidation {
   if (station === undefined || station === null || station === "") {
     return dataException(header, SATELLITE_REASONS.missing, "FIELD_MISSING", "persoStation");
   }
-  if (idProblem(station)) {
-    return dataException(header, SATELLITE_REASONS.wrong, "FIELD_INVALID_FORMAT", "persoStation");
-  }
+  const stationProblem = idProblem(station);
+  if (stationProblem) return dataException(header, SATELLITE_REASONS.wrong, stationProblem, "persoStation");
   if (station !== stationId) {
     return dataException(header, SATELLITE_REASONS.wrong, "FIELD_INVALID_VALUE", "persoStation");
   }
@@ -121,4 +124,14 @@ function validate(raw: unknown, stationId: string): JobValidation {
 
 function dataException(header: JobHeader, reason: string, errorCode: string, error: string): JobValidation {
   return { kind: "data-exception", header, reason, errorCode, error };
+}
+
+/**
+ * The job's operationId when it is a valid id (bounded, no control characters, no card data), for
+ * answers that judge nothing else about the job (a refusal while stopping): anything else is
+ * neither echoed, logged nor audited.
+ */
+export function readableOperationId(job: unknown): string | undefined {
+  const parsed = IdSchema.safeParse(isRecord(job) ? job.operationId : undefined);
+  return parsed.success ? parsed.data : undefined;
 }

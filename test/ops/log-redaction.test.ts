@@ -5,7 +5,9 @@ import { watchedLogger } from "./rig.js";
 
 const PAN = "5266090000000009"; // Luhn-valid test PAN
 const PAN19 = "6262090000000000001"; // 19 digits, Luhn-valid
-const NOT_LUHN = "5266090000000008";
+// Not Luhn-valid, and no 13–19 digit window of it is either (5266090000000008 fails the first test but
+// holds the Luhn-valid 13-digit 2660900000000, so it is now masked: every window is checked).
+const NOT_LUHN = "5266012000000008";
 const TRACK2 = `${PAN}=29012010000000000000`;
 const TRACK1 = `B${PAN}^DOE/JOHN^2901201000000000000000`;
 
