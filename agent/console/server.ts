@@ -1,11 +1,13 @@
 /**
  * The local web console (docs/console.md): a plain node:http server on loopback serving one static
  * page, a JSON status API, a Server-Sent Events stream of status snapshots and, in simulator mode,
- * the fault / sample-job buttons. Every route needs the console token: in an `Authorization: Bearer`
- * or `X-Console-Token` header, or once as `?token=` on the page, which then sets an HttpOnly
- * SameSite=Strict cookie and redirects to a URL without it. Anything else gets 401.
+ * the fault / sample-job buttons. Every route needs a credential: the console token in an
+ * `Authorization: Bearer` header, or a server-side session's cookie. The token is taken in the query
+ * only as `GET /?token=`, which opens a session (HttpOnly, SameSite=Strict cookie) and redirects to
+ * `/`, so the token leaves the address bar and history. Anything else gets 401; wrong tokens are
+ * rate-limited per address (agent/console/auth.ts); a `Host` that is not this machine's is refused.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -22,6 +24,8 @@ import {
 } from "../audit/technician-audit.js";
 import type { Logger } from "../log/logger.js";
 import { type Clock, systemClock } from "../util/clock.js";
+import { HostAllowList, isLoopbackHost } from "../util/host-check.js";
+import { ConsoleAuth } from "./auth.js";
 import { type ConsoleAgent, SnapshotSource } from "./snapshot.js";
 import type { SimulatorControls } from "./types.js";
 
@@ -38,6 +42,8 @@ export interface ConsoleServerOptions {
   tokenFile?: string;
   /** Simulator mode: the fault and sample-job buttons act on these. */
   simulator?: SimulatorControls;
+  /** Host names besides 127.0.0.1, localhost and [::1] that requests may name (`console.allowedHosts`). */
+  allowedHosts?: readonly string[];
 }
 
 const COOKIE = "kiosk_console";
@@ -48,6 +54,8 @@ const MAX_BODY = 4096;
 
 interface Client {
   res: ServerResponse;
+  /** The session the stream was opened with: the stream ends when that session expires. */
+  session?: string;
 }
 
 export class ConsoleServer {
@@ -68,9 +76,17 @@ export class ConsoleServer {
   private readonly detach: Array<() => void> = [];
   /** The TECHNICIAN audit rows of printer commands, on the job store's connection (made on first use). */
   private technicianAudit: TechnicianAudit | undefined;
+  private readonly auth: ConsoleAuth;
+  private readonly hosts: HostAllowList;
+  private hostRefusals = { lastLogAt: Number.NEGATIVE_INFINITY, suppressed: 0 };
 
   constructor(private readonly options: ConsoleServerOptions) {
     this.host = options.host ?? "127.0.0.1";
+    // Plain HTTP only: the token and the session cookie must not cross a network (config validation
+    // says the same in one line; this is the last word).
+    if (!isLoopbackHost(this.host)) {
+      throw new Error(`console.host ${this.host} is not a loopback address: the console has no TLS`);
+    }
     this.port = options.port ?? 8787;
     this.clock = options.clock ?? systemClock;
     this.log = options.logger.child({ component: "console" });
@@ -79,6 +95,8 @@ export class ConsoleServer {
       writeFileSync(options.tokenFile, `${this.token}\n`, { mode: 0o600 });
     }
     this.page = loadPage();
+    this.auth = new ConsoleAuth(this.token, this.clock, this.log);
+    this.hosts = new HostAllowList(options.allowedHosts);
   }
 
   /** The console's base URL once listening (`http://127.0.0.1:PORT`). */
@@ -184,7 +202,15 @@ export class ConsoleServer {
 
   private tick(): void {
     this.keepalive = this.clock.setTimeout(() => {
-      for (const c of this.clients) c.res.write(": keepalive\n\n");
+      for (const c of this.clients) {
+        if (c.session !== undefined && !this.auth.live(c.session)) {
+          // The session expired: the stream ends, and the page's reconnect is refused (401).
+          this.clients.delete(c);
+          c.res.end();
+          continue;
+        }
+        c.res.write(": keepalive\n\n");
+      }
       if (this.server) this.tick();
     }, KEEPALIVE_MS);
     (this.keepalive as { unref?: () => void }).unref?.();
@@ -197,6 +223,13 @@ export class ConsoleServer {
     const path = url.pathname;
     const method = req.method ?? "GET";
     setCommonHeaders(res);
+    if (!this.hosts.allows(req.headers.host)) {
+      // DNS rebinding: a foreign page whose name points at 127.0.0.1 names itself in Host.
+      this.refuseHost(req.headers.host);
+      res.writeHead(421, { "Content-Type": "text/plain; charset=utf-8" });
+      res.end(`host not allowed: open the console as http://127.0.0.1:${this.listenPort()}/\n`);
+      return;
+    }
     if (path === "/favicon.ico") {
       // Browsers ask for it on their own; an empty answer keeps their console free of 404s.
       res.writeHead(204);
@@ -204,11 +237,15 @@ export class ConsoleServer {
       return;
     }
 
-    const auth = this.authorize(req, url);
-    if (!auth) {
-      if (path.startsWith("/api/")) {
+    const auth = this.authorize(req, url, method, path);
+    if (auth.kind !== "ok") {
+      if (auth.kind === "locked") {
+        const retryAfter = Math.ceil(auth.lockedForMs / 1000);
+        res.setHeader("Retry-After", String(retryAfter));
+        json(res, 429, { error: `too many wrong tokens from this address: try again in ${retryAfter} s` });
+      } else if (path.startsWith("/api/")) {
         res.setHeader("WWW-Authenticate", 'Bearer realm="kiosk-console"');
-        json(res, 401, { error: "unauthorized: send the console token" });
+        json(res, 401, { error: "unauthorized: send the console token (Authorization: Bearer)" });
       } else {
         res.writeHead(401, { "Content-Type": "text/html; charset=utf-8" });
         res.end(UNAUTHORIZED_PAGE);
@@ -217,9 +254,13 @@ export class ConsoleServer {
     }
 
     if (method === "GET" && path === "/") {
-      if (auth === "query") {
-        // The token leaves the address bar (and history) at once; the cookie carries it from now on.
-        res.setHeader("Set-Cookie", `${COOKIE}=${this.cookieValue()}; HttpOnly; SameSite=Strict; Path=/`);
+      if (auth.via === "query") {
+        // The token leaves the address bar (and history) at once; a session cookie carries on.
+        const id = this.auth.openSession();
+        res.setHeader(
+          "Set-Cookie",
+          `${COOKIE}=${id}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${this.auth.cookieMaxAgeSec}`,
+        );
         res.writeHead(303, { Location: "/" });
         res.end();
         return;
@@ -236,7 +277,7 @@ export class ConsoleServer {
       return;
     }
     if (method === "GET" && path === "/api/events") {
-      this.openStream(req, res);
+      this.openStream(req, res, auth.session);
       return;
     }
     const preview = /^\/api\/preview\/(\d{1,9})\/(front|back)\.png$/.exec(path);
@@ -388,7 +429,7 @@ export class ConsoleServer {
     json(res, outcome.ok ? 200 : technicianHttpStatus(outcome.code), outcome);
   }
 
-  private openStream(req: IncomingMessage, res: ServerResponse): void {
+  private openStream(req: IncomingMessage, res: ServerResponse, session?: string): void {
     res.writeHead(200, {
       "Content-Type": "text/event-stream; charset=utf-8",
       "Cache-Control": "no-store",
@@ -397,31 +438,61 @@ export class ConsoleServer {
     });
     res.write("retry: 1000\n\n");
     res.write(this.statusFrame());
-    const client: Client = { res };
+    const client: Client = { res, ...(session !== undefined ? { session } : {}) };
     this.clients.add(client);
     req.socket.setNoDelay(true);
     req.on("close", () => this.clients.delete(client));
   }
 
-  private authorize(req: IncomingMessage, url: URL): "header" | "cookie" | "query" | undefined {
-    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1];
-    if (bearer !== undefined && this.isToken(bearer.trim())) return "header";
-    const header = req.headers["x-console-token"];
-    if (typeof header === "string" && this.isToken(header)) return "header";
-    const cookie = parseCookies(req.headers.cookie)[COOKIE];
-    if (cookie !== undefined && equal(cookie, this.cookieValue())) return "cookie";
-    const query = url.searchParams.get("token");
-    if (query !== null && this.isToken(query)) return "query";
-    return undefined;
+  /**
+   * Who is asking: a live session's cookie, the token in `Authorization: Bearer`, or the token as
+   * `?token=` on `GET /` only (anywhere else a token in the URL is ignored: it would stay in history
+   * and logs). A wrong token is counted against the remote address; a locked-out address gets 429.
+   */
+  private authorize(
+    req: IncomingMessage,
+    url: URL,
+    method: string,
+    path: string,
+  ):
+    | { kind: "ok"; via: "session" | "bearer" | "query"; session?: string }
+    | { kind: "locked"; lockedForMs: number }
+    | { kind: "none" } {
+    const remote = req.socket.remoteAddress ?? "unknown";
+    const query = method === "GET" && path === "/" ? url.searchParams.get("token") : null;
+    if (query === null) {
+      // A sign-in link always opens a fresh session; otherwise a live session is enough.
+      const session = this.auth.session(parseCookies(req.headers.cookie)[COOKIE]);
+      if (session !== undefined) return { kind: "ok", via: "session", session };
+    }
+    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "")?.[1]?.trim();
+    const presented = query ?? bearer;
+    if (presented === undefined) return { kind: "none" };
+    const verdict = this.auth.checkToken(presented, remote, query !== null ? "query" : "bearer");
+    if (verdict.ok) return { kind: "ok", via: query !== null ? "query" : "bearer" };
+    return "locked" in verdict ? { kind: "locked", lockedForMs: verdict.lockedForMs } : { kind: "none" };
   }
 
-  private isToken(candidate: string): boolean {
-    return equal(candidate, this.token);
+  /** One log line per 10 s at most for refused Host headers (a rebinding page may poll). */
+  private refuseHost(host: string | undefined): void {
+    const now = this.clock.now();
+    if (now - this.hostRefusals.lastLogAt < 10_000) {
+      this.hostRefusals.suppressed++;
+      return;
+    }
+    this.log.warn(
+      {
+        host: (host ?? "(none)").slice(0, 100),
+        allowed: this.hosts.list,
+        suppressed: this.hostRefusals.suppressed,
+      },
+      "console: request for a host name that is not this machine's refused (DNS rebinding?)",
+    );
+    this.hostRefusals = { lastLogAt: now, suppressed: 0 };
   }
 
-  /** The cookie holds a digest of the token, not the token itself. */
-  private cookieValue(): string {
-    return createHash("sha256").update(`kiosk-console-session:${this.token}`).digest("base64url");
+  private listenPort(): number {
+    return (this.server?.address() as AddressInfo | null)?.port ?? this.port;
   }
 
   private sameOrigin(req: IncomingMessage): boolean {
@@ -444,12 +515,6 @@ function technicianHttpStatus(code: string): number {
     default:
       return 502;
   }
-}
-
-function equal(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }
 
 function parseCookies(header: string | undefined): Record<string, string> {
@@ -514,5 +579,6 @@ function loadPage(): { html: string; csp: string } {
 }
 
 const UNAUTHORIZED_PAGE = `<!doctype html><meta charset="utf-8"><title>kiosk console: token needed</title>
-<p>This console needs its token. Open it as <code>http://HOST:PORT/?token=TOKEN</code>: the demo prints
-that link, and on a kiosk the token is in <code>console.token</code> in the agent's data directory.</p>`;
+<p>This console needs its token. Open it as <code>http://127.0.0.1:PORT/?token=TOKEN</code>: the demo
+prints that link, and on a kiosk the token is in <code>console.token</code> in the agent's data
+directory. A session ends after 15 minutes without use, or 8 hours after the link was opened.</p>`;

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import WebSocket from "ws";
+import { IdSchema } from "../jobs/production-job.js";
 import type { Logger } from "../log/logger.js";
 import type { Clock, TimerHandle } from "../util/clock.js";
 import { Backoff, type BackoffOptions } from "./backoff.js";
@@ -19,7 +20,18 @@ export interface D1LinkOptions {
   missedPongs?: number;
   /** TLS options handed to `ws` (CA, client certificate) for wss:// URLs. */
   tls?: WebSocket.ClientOptions;
+  /** The largest frame (message) read from D1, bytes. Default MAX_FRAME_BYTES (tests lower it). */
+  maxFrameBytes?: number;
 }
+
+/**
+ * The largest message D1 may send (docs/protocol.md, "Frames"): 1 MiB. The largest legitimate one,
+ * a push with a JWE of MAX_JWE_LENGTH (1 000 000 characters), fits with room for the envelope. `ws`
+ * checks a frame's declared length before it buffers the payload (and a compressed frame's inflated
+ * size as it inflates), so a larger frame costs no memory: the socket is closed with 1009 (message
+ * too big) and the link reconnects. `ws`'s own default is 100 MiB.
+ */
+export const MAX_FRAME_BYTES = 1024 * 1024;
 
 type D1Message = Exclude<D1ToAgent, { type: "welcome" } | { type: "error" }>;
 
@@ -49,7 +61,7 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
   private readonly log: Logger;
   readonly sessionId = randomUUID();
   /** `sessions` counts welcomes: every one after the first is a reconnect. */
-  readonly stats = { sessions: 0, malformed: 0, sent: 0, received: 0 };
+  readonly stats = { sessions: 0, malformed: 0, oversized: 0, sent: 0, received: 0 };
 
   constructor(private readonly options: D1LinkOptions) {
     super();
@@ -103,12 +115,16 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
   private connect(): void {
     if (this.stopped) return;
     const { url, token } = this.options;
+    const maxPayload = this.options.maxFrameBytes ?? MAX_FRAME_BYTES;
+    this.lastError = undefined;
     const socket = new WebSocket(url, {
       ...this.options.tls,
       headers: { Authorization: `Bearer ${token}` },
       handshakeTimeout: 10_000,
+      maxPayload,
     });
     this.socket = socket;
+    let tooLarge = false;
     socket.on("open", () => {
       this.send({
         type: "hello",
@@ -130,6 +146,22 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     socket.on("error", (err) => {
       // Followed by 'close'; reconnect is scheduled there. The message names the cause, not secrets.
       const code = (err as NodeJS.ErrnoException).code;
+      if (code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") {
+        // Not read, not answered: the frame is dropped unread and ws closes the socket with 1009.
+        // A peer that does not complete the close handshake must not hold the reconnect for 30 s.
+        tooLarge = true;
+        this.stats.oversized++;
+        this.lastError = { code: "FRAME_TOO_LARGE", message: `D1 sent a frame over ${maxPayload} bytes` };
+        this.log.warn(
+          { limitBytes: maxPayload, closeCode: 1009 },
+          "D1 sent a frame over the size limit; not read, link closed (1009), reconnecting",
+        );
+        const timer = this.options.clock.setTimeout(() => socket.terminate(), 1000);
+        socket.once("close", () => this.options.clock.clearTimeout(timer));
+        return;
+      }
+      // Terminating a refused upgrade ends in an error of its own: the HTTP status stays the cause.
+      if (this.lastError?.code?.startsWith("HTTP_")) return;
       this.lastError = { ...(code ? { code } : {}), message: err.message };
       this.log.debug(
         { err: { message: err.message, code: (err as NodeJS.ErrnoException).code } },
@@ -139,7 +171,8 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
     socket.on("close", (code) => {
       if (this.socket === socket) this.socket = undefined;
       this.clearPing();
-      this.markDown(`closed (${code})`);
+      // After an oversized frame ws reports 1006 (D1's close frame is never parsed); we sent 1009.
+      this.markDown(tooLarge ? "closed (1009: frame too large)" : `closed (${code})`);
       this.scheduleReconnect();
     });
   }
@@ -155,8 +188,9 @@ export class D1Link extends EventEmitter<D1LinkEvents> {
       return;
     }
     const type = (parsed as { type?: unknown } | null)?.type;
-    const requestId = (parsed as { requestId?: unknown } | null)?.requestId;
-    const reqId = typeof requestId === "string" ? requestId : undefined;
+    // Echoed (and logged) only when it is a valid id: a bad one may be huge or hold card data.
+    const requestId = IdSchema.safeParse((parsed as { requestId?: unknown } | null)?.requestId);
+    const reqId = requestId.success ? requestId.data : undefined;
     if (typeof type !== "string" || !KNOWN_TYPES.has(type)) {
       this.reject(
         socket,

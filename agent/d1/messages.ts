@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { IdSchema } from "../jobs/production-job.js";
 import { OperationSchema } from "./operation.js";
 
 /**
@@ -56,6 +57,12 @@ export const ErrorMessage = z.object({
 
 // ---- D1 → agent -------------------------------------------------------------------------------
 
+/**
+ * A requestId or operationId D1 sends: bounded like the job's ids (1–128 characters, no control
+ * characters, no card data), since the agent logs it, echoes it and writes a push's to the audit.
+ */
+const D1Id = IdSchema;
+
 export const WelcomeMessage = z.object({
   type: z.literal("welcome"),
   /** D1's clock, for the log only. */
@@ -65,7 +72,7 @@ export const WelcomeMessage = z.object({
 /** A production job pushed to this station. `job` is validated separately (production-job.md). */
 export const PushMessage = z.object({
   type: z.literal("push"),
-  requestId: z.string().min(1),
+  requestId: D1Id,
   job: z.unknown(),
 });
 
@@ -76,15 +83,22 @@ export const AckMessage = z.object({
 
 export const CancelMessage = z.object({
   type: z.literal("cancel"),
-  requestId: z.string().min(1),
-  operationId: z.string().min(1),
+  requestId: D1Id,
+  operationId: D1Id,
 });
+
+/**
+ * The most operations one status-query may name: each costs a store read and an operation object in
+ * the answer, so an unbounded list turns a small frame into a large answer. More: ask in parts, or
+ * with `since`.
+ */
+export const MAX_STATUS_QUERY_IDS = 1000;
 
 export const StatusQueryMessage = z.object({
   type: z.literal("status-query"),
-  requestId: z.string().min(1),
-  /** Some operations by id; or omitted, with `since`, for all operations changed since then. */
-  operationIds: z.array(z.string()).optional(),
+  requestId: D1Id,
+  /** Some operations by id (at most MAX_STATUS_QUERY_IDS); or omitted, with `since`, for all operations changed since then. */
+  operationIds: z.array(D1Id).max(MAX_STATUS_QUERY_IDS).optional(),
   since: z.iso.datetime({ offset: true }).optional(),
 });
 

@@ -44,6 +44,9 @@ export interface SupplyReadings {
 /** Why a technician's operation was not run (agent/cli/printer.ts shows the message). */
 export class MaintenanceError extends CodedError<"PRINTER_BUSY" | "PRINTER_OFFLINE"> {}
 
+/** After a failure: the card path is clear now, or not, with the error that kept it from clearing. */
+export type CardPathOutcome = { cleared: true } | { cleared: false; error: unknown };
+
 /** Faults that say the printer itself needs attention, not just this card. */
 const STOPPING_FAULTS: ReadonlySet<DeviceFault> = new Set([
   "FEEDER_EMPTY",
@@ -263,15 +266,17 @@ export class PrinterSupervisor extends EventEmitter<{
   /**
    * A card failed. The card path is checked and cleared (a card left inside is rejected, one in the
    * mouth retracted) and a fault about the printer itself stops it until its status clears.
+   * Resolves with whether the path was cleared now: `cleared: false` with the error that stopped it
+   * (the recovery loop keeps trying), e.g. for a cancel, which is CANCELED only once its card is out.
    */
-  async afterFailure(err: unknown, context: { feeder?: string } = {}): Promise<void> {
+  async afterFailure(err: unknown, context: { feeder?: string } = {}): Promise<CardPathOutcome> {
     // Another device's fault (a separate magstripe encoder) says nothing about the printer.
     const fault = err instanceof DeviceError && err.device === "printer" ? err.code : undefined;
     if (fault) this.snapshot.lastFault = { reason: fault, at: this.isoNow() };
     if (fault === "DEVICE_DISCONNECTED") {
       this.set("offline", fault);
       this.recover();
-      return;
+      return { cleared: false, error: err };
     }
     if (
       fault === "FEEDER_EMPTY" &&
@@ -284,7 +289,7 @@ export class PrinterSupervisor extends EventEmitter<{
       if (!this.options.printer.capabilities.feeders.every((f) => this.readings.emptyFeeders.has(f))) {
         this.set("idle");
         this.scheduleSupplyRead();
-        return;
+        return { cleared: true };
       }
     }
     if (fault === "CLEANING_REQUIRED") {
@@ -293,16 +298,18 @@ export class PrinterSupervisor extends EventEmitter<{
     if (fault && STOPPING_FAULTS.has(fault)) {
       this.set("stopped", fault);
       this.recover();
-      return;
+      return { cleared: false, error: err };
     }
     try {
       await this.turn.run(() => this.clearCardPath());
       this.set("idle");
       this.readSupplies();
+      return { cleared: true };
     } catch (clearErr) {
       this.log.error({ err: clearErr }, "could not clear the card path after a failure");
       this.set("stopped", clearErr instanceof DeviceError ? clearErr.code : "DEVICE_TIMEOUT");
       this.recover();
+      return { cleared: false, error: clearErr };
     }
   }
 

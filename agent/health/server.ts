@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
 import type { Logger } from "../log/logger.js";
+import { HostAllowList } from "../util/host-check.js";
 
 /** The answer of /readyz: ready, or why not (machine-readable reasons). */
 export interface Readiness {
@@ -23,11 +24,14 @@ export interface HealthServerOptions {
   readiness: () => Readiness;
   logger: Logger;
   version: string;
+  /** Host names besides 127.0.0.1, localhost and [::1] that requests may name (`health.allowedHosts`). */
+  allowedHosts?: readonly string[];
 }
 
 /**
  * /healthz, /readyz and /metrics on 127.0.0.1 (docs/operations.md#health-and-metrics), on node:http.
- * Read-only and without card data, so without authentication; loopback keeps it off the network.
+ * Read-only and without card data, so without authentication; loopback keeps it off the network,
+ * and the Host check (agent/util/host-check.ts) keeps a web page's rebound name out of it.
  */
 export class HealthServer {
   private server: Server | undefined;
@@ -35,9 +39,12 @@ export class HealthServer {
   private readonly log: Logger;
   /** Monotonic (performance.now()): uptime is a duration, and must not follow a clock step. */
   private readonly startedAt = performance.now();
+  private readonly hosts: HostAllowList;
+  private hostRefusals = { lastLogAt: Number.NEGATIVE_INFINITY, suppressed: 0 };
 
   constructor(private readonly options: HealthServerOptions) {
     this.log = options.logger.child({ component: "health" });
+    this.hosts = new HostAllowList(options.allowedHosts);
   }
 
   /** Listens; resolves with the bound address (port 0 = ephemeral). Repeated calls share one start. */
@@ -73,6 +80,15 @@ export class HealthServer {
     return this.server?.address() as AddressInfo | undefined;
   }
 
+  private refuseHost(host: string | undefined): void {
+    const suppressed = throttled(this.hostRefusals, performance.now());
+    if (suppressed === undefined) return;
+    this.log.warn(
+      { host: (host ?? "(none)").slice(0, 100), allowed: this.hosts.list, suppressed },
+      "health: request for a host name that is not this machine's refused (DNS rebinding?)",
+    );
+  }
+
   async stop(): Promise<void> {
     await this.starting?.catch(() => undefined);
     const server = this.server;
@@ -84,6 +100,12 @@ export class HealthServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
+    if (!this.hosts.allows(req.headers.host)) {
+      // DNS rebinding: a web page whose name was pointed at 127.0.0.1 names itself in Host.
+      this.refuseHost(req.headers.host);
+      send(res, 421, "text/plain; charset=utf-8", "host not allowed: ask 127.0.0.1 or localhost\n");
+      return;
+    }
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.setHeader("Allow", "GET, HEAD");
       send(res, 405, "text/plain; charset=utf-8", "method not allowed\n");
@@ -111,6 +133,18 @@ export class HealthServer {
         send(res, 404, "text/plain; charset=utf-8", "not found: /healthz, /readyz, /metrics\n");
     }
   }
+}
+
+/** Shared by both refusals' log lines: one per 10 s at most (a rebinding page may poll). */
+function throttled(state: { lastLogAt: number; suppressed: number }, now: number): number | undefined {
+  if (now - state.lastLogAt < 10_000) {
+    state.suppressed++;
+    return undefined;
+  }
+  const suppressed = state.suppressed;
+  state.lastLogAt = now;
+  state.suppressed = 0;
+  return suppressed;
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {

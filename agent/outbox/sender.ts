@@ -16,7 +16,8 @@ export interface OutboxSenderOptions {
 
 /**
  * Reads the outbox forward and sends events to D1 until each is acknowledged. At-least-once: an
- * event is re-sent after every reconnect and after `resendAfterMs` without an ack; D1 drops the
+ * event is re-sent after every reconnect and `resendAfterMs` after its own last send without an ack
+ * (the timer is armed for the oldest event in flight); D1 drops the
  * repeats by eventId. Events go out in the order they were written, so each job's statuses arrive
  * in state-machine order.
  */
@@ -24,6 +25,8 @@ export class OutboxSender {
   /** eventId → when it was last sent on the current connection. */
   private readonly inFlight = new Map<string, number>();
   private resendTimer: TimerHandle | undefined;
+  /** When the armed resend timer fires (monotonic ms). */
+  private resendDueAt: number | undefined;
   private readonly batchSize: number;
   private readonly resendAfterMs: number;
   private readonly log: Logger;
@@ -41,6 +44,8 @@ export class OutboxSender {
     options.link.on("down", () => {
       this.inFlight.clear();
       this.sentUpTo = 0;
+      // Nothing is in flight on a link that is down; the next welcome sends everything again.
+      this.disarmResend();
     });
   }
 
@@ -128,16 +133,34 @@ export class OutboxSender {
     return true;
   }
 
+  /**
+   * Arms the resend timer for the moment the oldest event in flight has waited `resendAfterMs`
+   * since its own send (not one period after the timer happened to be armed: an event sent just after
+   * the timer was armed would otherwise wait almost two periods). `always`: a store fault, with
+   * nothing in flight, tries again one period from now.
+   */
   private armResend(always = false): void {
-    if (this.resendTimer || (this.inFlight.size === 0 && !always)) return;
-    this.resendTimer = this.options.clock.setTimeout(() => {
-      this.resendTimer = undefined;
-      this.flush(true);
-    }, this.resendAfterMs);
+    const { clock } = this.options;
+    let oldest: number | undefined;
+    for (const sentAt of this.inFlight.values()) if (oldest === undefined || sentAt < oldest) oldest = sentAt;
+    if (oldest === undefined && !always) return;
+    const dueAt = (oldest ?? clock.now()) + this.resendAfterMs;
+    if (this.resendTimer && this.resendDueAt !== undefined && this.resendDueAt <= dueAt) return;
+    this.disarmResend();
+    this.resendDueAt = dueAt;
+    this.resendTimer = clock.setTimeout(
+      () => {
+        this.resendTimer = undefined;
+        this.resendDueAt = undefined;
+        this.flush(true);
+      },
+      Math.max(0, dueAt - clock.now()),
+    );
   }
 
   private disarmResend(): void {
     if (this.resendTimer) this.options.clock.clearTimeout(this.resendTimer);
     this.resendTimer = undefined;
+    this.resendDueAt = undefined;
   }
 }

@@ -57,6 +57,14 @@ export interface PipelineOptions {
   onEvent: (event: OutboxEvent) => void;
 }
 
+/** How a cancel of the job in production ended (agent.ts#onCancel answers D1 from it). */
+export interface CancelOutcome {
+  canceled: boolean;
+  state: JobState;
+  /** Canceled at a step boundary, but the reject failed: the job is FAILED, the card in the printer. */
+  notRejected?: true;
+}
+
 export interface PipelineEvents {
   step: [operationId: string, step: ProductionStep];
   finished: [operationId: string, state: JobState];
@@ -79,10 +87,9 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   private shutdownDeadline: number | undefined;
   /** Held READY jobs → when the pipeline first found them held (monotonic ms). */
   private heldFrom = new Map<string, number>();
-  private readonly cancelRequests = new Map<
-    string,
-    (outcome: { canceled: boolean; state: JobState }) => void
-  >();
+  private readonly cancelRequests = new Map<string, (outcome: CancelOutcome) => void>();
+  /** Jobs canceled in production whose card could not be rejected: their cancel is refused. */
+  private readonly cancelNotRejected = new Set<string>();
 
   private readonly router: StockRouter;
 
@@ -369,13 +376,7 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
         return;
       }
       if (err instanceof CancelRequested && state === "PRODUCING") {
-        log.info({ step }, "canceled by the issuer; the card is rejected");
-        await this.move(id, "PRODUCING", "CANCELED", {
-          reason: REASONS.ISSUER_CANCEL,
-          errorCode: REASONS.ISSUER_CANCEL,
-          error: `canceled before step ${step}`,
-        });
-        await this.options.supervisor.afterFailure(err);
+        await this.cancelInProduction(id, step, log);
         return;
       }
       const stop = stopDetailsFor(err, step);
@@ -384,6 +385,43 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
       await this.move(id, state, "FAILED", stop);
       await this.options.supervisor.afterFailure(err, { feeder: route.feeder });
     }
+  }
+
+  /**
+   * D1 canceled the job at a step boundary (docs/protocol.md, cancel). The card goes to the reject box
+   * first, and only then is the job CANCELED: D1 is never told CANCELED while the card is still in the
+   * printer. A reject that fails ends the job FAILED with the printer's reason (the card stays in the
+   * printer; the supervisor keeps trying to clear it) and the cancel is answered `refused` /
+   * `CARD_NOT_REJECTED`. A restart between the reject and the commit finds the job PRODUCING with an
+   * empty path: FAILED / INTERRUPTED (docs/recovery.md), never CANCELED.
+   */
+  private async cancelInProduction(id: string, step: ProductionStep, log: Logger): Promise<void> {
+    const canceled = {
+      reason: REASONS.ISSUER_CANCEL,
+      errorCode: REASONS.ISSUER_CANCEL,
+      error: `canceled before step ${step}`,
+    };
+    if (step === "insert") {
+      // Before the insert: no card was taken, nothing to reject.
+      log.info({ step }, "canceled by the issuer before the card was taken");
+      await this.move(id, "PRODUCING", "CANCELED", canceled);
+      this.options.supervisor.jobEnded();
+      return;
+    }
+    log.info({ step }, "canceled by the issuer; rejecting the card");
+    const path = await this.options.supervisor.afterFailure(new CancelRequested());
+    if (path.cleared) {
+      await this.move(id, "PRODUCING", "CANCELED", canceled);
+      return;
+    }
+    const { reason, errorCode } = stopDetailsFor(path.error, step);
+    log.error({ reason, step }, "canceled by the issuer, but the card could not be rejected; job fails");
+    this.cancelNotRejected.add(id);
+    await this.move(id, "PRODUCING", "FAILED", {
+      reason,
+      errorCode,
+      error: `canceled before step ${step}; card not rejected`,
+    });
   }
 
   /**
@@ -492,11 +530,12 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
   }
 
   /**
-   * Asks the pipeline to cancel the job it is producing. Resolves `canceled` once the job is
-   * CANCELED (card rejected), or with the state it reached first if the cancel came too late
-   * (the card was presented, or production had already failed).
+   * Asks the pipeline to cancel the job it is producing. Resolves `canceled` once the card is in the
+   * reject box and the job is CANCELED; or with the state it reached first if the cancel came too
+   * late (the card was presented, or production had already failed); or FAILED with `notRejected`
+   * when the reject itself failed.
    */
-  requestCancel(operationId: string): Promise<{ canceled: boolean; state: JobState }> {
+  requestCancel(operationId: string): Promise<CancelOutcome> {
     if (this.current?.operationId !== operationId) {
       return Promise.resolve({
         canceled: false,
@@ -575,8 +614,10 @@ export class ProductionPipeline extends EventEmitter<PipelineEvents> {
     const cancel = this.cancelRequests.get(operationId);
     if (cancel && to !== "PRODUCING") {
       this.cancelRequests.delete(operationId);
-      cancel({ canceled: to === "CANCELED", state: to });
+      const notRejected = this.cancelNotRejected.has(operationId);
+      cancel({ canceled: to === "CANCELED", state: to, ...(notRejected ? { notRejected } : {}) });
     }
+    if (to !== "PRODUCING") this.cancelNotRejected.delete(operationId);
     if (to === "DONE" || to === "FAILED" || to === "CANCELED") {
       this.current = undefined;
       this.emit("finished", operationId, to);
