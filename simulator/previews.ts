@@ -5,11 +5,12 @@
  * Masking. The received panel is pixels: the PAN and the CSC are already ink in it, and no bitmap
  * operation can tell which dots are "the PAN". So a masked preview is made like this, for each side:
  *   1. start from the received panel, dot for dot;
- *   2. for every print line of the job marked `sensitive`, render that line alone (same renderer,
+ *   2. for every print line of the job marked `sensitive`, and every other line holding a PAN-looking
+ *      run of digits (13 or more, separators allowed), render that line alone (same renderer,
  *      font, position and size the agent used) to find the box its ink covers, and erase that box
  *      (plus a small margin) from the picture;
- *   3. render the masked text (PAN as first 6 / last 4, anything else as `*`) at the same position
- *      and size, and draw it in.
+ *   3. render the masked text (PAN as first 6 / last 4, anything else as `*`; in a line not marked
+ *      sensitive only the PAN-looking run is masked) at the same position and size, and draw it in.
  * Everything that is not sensitive stays exactly what the printer got; the sensitive text is shown
  * masked where the job put it. Ink of another line that overlaps a sensitive line's box is erased
  * with it (the job's layout decides; sample cards do not overlap).
@@ -76,13 +77,45 @@ export function maskSensitiveText(text: string): string {
   return text.replace(/\S/gu, "*");
 }
 
-/** The job's lines with every sensitive text masked (positions and sizes unchanged). */
+/**
+ * A run of 13 or more digits (any script's decimal digits), single or double separators (space, tab,
+ * `-`, `.`, `/`, `_`) allowed between them: what a PAN looks like on a card or in a mistyped layout.
+ */
+const PAN_LIKE = /\p{Nd}(?:[ \t\-./_]{0,2}\p{Nd}){12,}/gu;
+
+/**
+ * Any PAN-looking run in `text` masked, the rest as it is: a run of 13–19 digits keeps its first 6
+ * and last 4 (and its separators), a longer one (a PAN with more digits around it) loses every digit.
+ * Luhn or not: a preview never needs those digits, and a job may not flag its PAN line sensitive.
+ */
+export function maskPanLikeText(text: string): string {
+  return text.replace(PAN_LIKE, (run) => {
+    const count = run.match(/\p{Nd}/gu)?.length ?? 0;
+    let seen = 0;
+    return run.replace(/\p{Nd}/gu, (d) => {
+      const i = seen++;
+      return count <= 19 && (i < 6 || i >= count - 4) ? d : "*";
+    });
+  });
+}
+
+/**
+ * What a preview shows for a line: the masked text of a sensitive line, a line with a PAN-looking run
+ * with that run masked (flagged sensitive or not), or undefined when it is shown as printed.
+ */
+function previewText(line: SensitivePrintLine): string | undefined {
+  if (line.sensitive === true) return maskSensitiveText(line.text);
+  const masked = maskPanLikeText(line.text);
+  return masked === line.text ? undefined : masked;
+}
+
+/** The job's lines with every sensitive or PAN-looking text masked (positions and sizes unchanged). */
 export function maskPrintLines(lines: ReadonlyArray<SensitivePrintLine>): PrintLine[] {
-  return lines.map(({ text, xMm, yMm, sizePt, sensitive }) => ({
-    text: sensitive === true ? maskSensitiveText(text) : text,
-    xMm,
-    yMm,
-    sizePt,
+  return lines.map((line) => ({
+    text: previewText(line) ?? line.text,
+    xMm: line.xMm,
+    yMm: line.yMm,
+    sizePt: line.sizePt,
   }));
 }
 
@@ -91,7 +124,8 @@ export function maskPrintLines(lines: ReadonlyArray<SensitivePrintLine>): PrintL
  * The lines are rendered on the received image's own print area, as the agent rendered them.
  */
 export function maskImage(received: CardImage, lines: ReadonlyArray<SensitivePrintLine>): CardImage {
-  const sensitive = lines.filter((l) => l.sensitive === true);
+  // Flagged sensitive, or showing a PAN-looking number although not flagged.
+  const sensitive = lines.filter((l) => previewText(l) !== undefined);
   if (sensitive.length === 0) return received;
   const area = { width: received.width, height: received.height, dpi: received.dpi };
   const picture = cloneImage(received);

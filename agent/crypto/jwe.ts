@@ -2,6 +2,7 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject 
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CompactEncrypt, calculateJwkThumbprint, compactDecrypt, exportJWK } from "jose";
+import { readCredential } from "../util/credentials.js";
 import { mkdirDurably, writeFileDurably } from "../util/durable-file.js";
 import { CodedError } from "../util/errors.js";
 
@@ -133,6 +134,29 @@ export function loadStationPrivateKey(file: string): KeyObject {
     return createPrivateKey(readFileSync(file));
   } catch {
     throw new KeyFileError("KEY_FILE_UNREADABLE", `jwe.privateKeyFile: ${file} is not a PEM private key`);
+  }
+}
+
+/**
+ * The station's private key as configured: `jwe.privateKeyFile`, or `jwe.privateKeyCredential` (a
+ * systemd credential the unit decrypts for this service alone); none configured: undefined.
+ */
+export function loadConfiguredStationKey(
+  jwe: { privateKeyFile?: string | undefined; privateKeyCredential?: string | undefined },
+  env: NodeJS.ProcessEnv = process.env,
+): KeyObject | undefined {
+  if (jwe.privateKeyFile) return loadStationPrivateKey(jwe.privateKeyFile);
+  if (!jwe.privateKeyCredential) return undefined;
+  const pem = readCredential(jwe.privateKeyCredential, "jwe.privateKeyCredential", env);
+  try {
+    return createPrivateKey(pem);
+  } catch {
+    throw new KeyFileError(
+      "KEY_FILE_UNREADABLE",
+      `jwe.privateKeyCredential: credential ${jwe.privateKeyCredential} is not a PEM private key`,
+    );
+  } finally {
+    pem.fill(0);
   }
 }
 

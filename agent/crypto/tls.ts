@@ -1,10 +1,13 @@
 import { readFileSync, statSync } from "node:fs";
+import { readCredential } from "../util/credentials.js";
 import { CodedError } from "../util/errors.js";
 
 /** The `d1` part of the configuration this module reads. */
 export interface D1TlsConfig {
   url: string;
-  tls?: { caFile?: string; certFile?: string; keyFile?: string } | undefined;
+  tls?:
+    | { caFile?: string; certFile?: string; keyFile?: string; keyCredential?: string | undefined }
+    | undefined;
 }
 
 /** What `ws` (and so `tls.connect`) gets for a wss:// link. */
@@ -21,11 +24,15 @@ export class TlsConfigError extends CodedError<"TLS_FILE_UNREADABLE" | "TLS_KEY_
 /**
  * TLS options for the D1 link (docs/security.md#link). For wss:// the server certificate is always
  * verified: against `caFile` when given (a private PKI), else against the system CAs. A client
- * certificate (`certFile` + `keyFile`) makes it mutual TLS. Files are read once, at start; a file that
+ * certificate (`certFile` + `keyFile`, or the key as the systemd credential `keyCredential`) makes it
+ * mutual TLS. Files are read once, at start; a file that
  * cannot be read stops the start with the key's name. Plain ws:// gets no TLS options (config
  * validation already refused it unless `d1.allowInsecure`).
  */
-export function tlsClientOptions(d1: D1TlsConfig): TlsClientOptions | undefined {
+export function tlsClientOptions(
+  d1: D1TlsConfig,
+  env: NodeJS.ProcessEnv = process.env,
+): TlsClientOptions | undefined {
   if (!d1.url.startsWith("wss:")) return undefined;
   const tls = d1.tls ?? {};
   const options: TlsClientOptions = { rejectUnauthorized: true };
@@ -41,6 +48,17 @@ export function tlsClientOptions(d1: D1TlsConfig): TlsClientOptions | undefined 
       );
     }
     options.key = readPem("d1.tls.keyFile", tls.keyFile);
+  }
+  if (tls.keyCredential) {
+    // systemd decrypted it for this service alone ($CREDENTIALS_DIRECTORY, mode 0400, in memory).
+    const key = readCredential(tls.keyCredential, "d1.tls.keyCredential", env);
+    if (!key.includes("-----BEGIN ")) {
+      throw new TlsConfigError(
+        "TLS_FILE_UNREADABLE",
+        `d1.tls.keyCredential: credential ${tls.keyCredential} is not a PEM key`,
+      );
+    }
+    options.key = key;
   }
   return options;
 }

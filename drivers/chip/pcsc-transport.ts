@@ -8,7 +8,11 @@ import type { ApduTransport } from "./apdu-transport.js";
 export const DEFAULT_PCSCD_SOCKET = process.env.PCSCLITE_CSOCK_NAME ?? "/run/pcscd/pcscd.comm";
 
 // winscard.h values: the same on every pcsc-lite build (the addon exposes them per reader too).
-const SCARD_SHARE_SHARED = 2;
+/**
+ * The card is held exclusively while it is personalised: no other PC/SC client on the machine (another
+ * process with a context on this pcscd) can connect to it, send it APDUs or read its answers meanwhile.
+ */
+const SCARD_SHARE_EXCLUSIVE = 1;
 const SCARD_PROTOCOL_T0 = 1;
 const SCARD_PROTOCOL_T1 = 2;
 const SCARD_STATE_EMPTY = 0x10;
@@ -45,8 +49,16 @@ export interface PcscContext {
 }
 
 export interface PcscTransportOptions {
-  /** The reader, by its PC/SC name: an exact match wins, else the first name starting with it. */
+  /**
+   * The reader, by its exact PC/SC name (`pcsc_scan` lists it): a reader plugged in later whose name
+   * merely starts the same is never sent a card's APDUs.
+   */
   reader: string;
+  /**
+   * Also take the first reader whose name starts with `reader` (sorted). For the simulator's own
+   * discovery of the vpcd reader only; never from the configuration.
+   */
+  matchPrefix?: boolean;
   /** How long connect() waits for a card in the reader. Default 5000. */
   cardTimeoutMs?: number;
   /** How long connect() waits for the reader to be listed by pcscd. Default 3000. */
@@ -94,8 +106,8 @@ const MONITOR_SETTLE_MS = 50;
 
 /**
  * The chip step's reader through pcsc-lite (`@pokusew/pcsclite` → pcscd). One context for the
- * transport's life; per card: wait for the reader, wait for a (new) card, SCardConnect shared with
- * T=0|T=1, SCardTransmit per APDU, SCardDisconnect. Every failure is a ChipError with a reason, never
+ * transport's life; per card: wait for the reader (by its exact name), wait for a (new) card,
+ * SCardConnect exclusive with T=0|T=1, SCardTransmit per APDU, SCardDisconnect. Every failure is a ChipError with a reason, never
  * with command or response bytes, and nothing here logs them.
  *
  * pcsc-lite's SCardEstablishContext loops for as long as pcscd is not there, blocking the event loop,
@@ -103,6 +115,7 @@ const MONITOR_SETTLE_MS = 50;
  */
 export class PcscApduTransport implements ApduTransport {
   private readonly name: string;
+  private readonly matchPrefix: boolean;
   private readonly cardTimeoutMs: number;
   private readonly readerTimeoutMs: number;
   private readonly commandTimeoutMs: number;
@@ -124,6 +137,7 @@ export class PcscApduTransport implements ApduTransport {
 
   constructor(options: PcscTransportOptions) {
     this.name = options.reader;
+    this.matchPrefix = options.matchPrefix ?? false;
     this.cardTimeoutMs = options.cardTimeoutMs ?? 5000;
     this.readerTimeoutMs = options.readerTimeoutMs ?? 3000;
     this.commandTimeoutMs = options.commandTimeoutMs ?? 10_000;
@@ -171,7 +185,7 @@ export class PcscApduTransport implements ApduTransport {
     try {
       protocol = await this.withTimeout("connect", (cb) =>
         ready.reader.connect(
-          { share_mode: SCARD_SHARE_SHARED, protocol: SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1 },
+          { share_mode: SCARD_SHARE_EXCLUSIVE, protocol: SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1 },
           cb,
         ),
       );
@@ -239,7 +253,7 @@ export class PcscApduTransport implements ApduTransport {
 
   private findReader(): ReaderEntry | undefined {
     const exact = this.readers.get(this.name);
-    if (exact) return exact;
+    if (exact || !this.matchPrefix) return exact;
     const names = [...this.readers.keys()].filter((n) => n.startsWith(this.name)).sort();
     return names[0] === undefined ? undefined : this.readers.get(names[0]);
   }

@@ -253,7 +253,7 @@ async function waitForSocket(
 }
 
 async function findReader(prefix: string, timeoutMs: number): Promise<string> {
-  const transport = new PcscApduTransport({ reader: prefix, readerTimeoutMs: timeoutMs });
+  const transport = new PcscApduTransport({ reader: prefix, matchPrefix: true, readerTimeoutMs: timeoutMs });
   try {
     return await transport.resolveReader();
   } finally {

@@ -88,7 +88,7 @@ afterAll(async () => {
 function setup(options: Partial<PcscTransportOptions> = {}, onContext?: (ctx: FakeContext) => void) {
   const contexts: FakeContext[] = [];
   const transport = new PcscApduTransport({
-    reader: "Virtual PCD",
+    reader: "Virtual PCD 00 00",
     socketPath,
     cardTimeoutMs: 300,
     readerTimeoutMs: 200,
@@ -114,19 +114,31 @@ async function failure(p: Promise<unknown>): Promise<ChipError> {
 }
 
 describe("PcscApduTransport", () => {
-  it("picks the reader by exact name first, else the first name starting with the configured one", async () => {
+  it("takes the reader by its exact name only: a reader whose name merely starts the same is never used", async () => {
     const a = setup({ reader: "Virtual PCD 00 01" }, (ctx) => {
       ctx.addReader("Virtual PCD 00 00", EMPTY);
       ctx.addReader("Virtual PCD 00 01", EMPTY);
     });
     expect(await a.transport.resolveReader()).toBe("Virtual PCD 00 01");
     await a.transport.close();
+    // Issue 14: a second reader plugged in (or a prefix in the configuration) must not get the card's APDUs.
     const b = setup({ reader: "Virtual" }, (ctx) => {
       ctx.addReader("Virtual PCD 00 01", EMPTY);
       ctx.addReader("Virtual PCD 00 00", EMPTY);
     });
-    expect(await b.transport.resolveReader()).toBe("Virtual PCD 00 00");
+    const err = await failure(b.transport.resolveReader());
+    expect(err.code).toBe("CHIP_IO_ERROR");
+    expect(err.message).toContain(
+      'no PC/SC reader named "Virtual" (readers: Virtual PCD 00 01, Virtual PCD 00 00)',
+    );
     await b.transport.close();
+    // The simulator's own discovery of its vpcd reader may ask for a prefix match, explicitly.
+    const c = setup({ reader: "Virtual", matchPrefix: true }, (ctx) => {
+      ctx.addReader("Virtual PCD 00 01", EMPTY);
+      ctx.addReader("Virtual PCD 00 00", EMPTY);
+    });
+    expect(await c.transport.resolveReader()).toBe("Virtual PCD 00 00");
+    await c.transport.close();
   });
 
   it("no such reader → CHIP_IO_ERROR naming the readers it found", async () => {
@@ -137,7 +149,7 @@ describe("PcscApduTransport", () => {
     await transport.close();
   });
 
-  it("waits for a card, connects shared with T=0|T=1, returns the ATR, transmits with the negotiated protocol", async () => {
+  it("waits for a card, connects exclusive with T=0|T=1, returns the ATR, transmits with the negotiated protocol", async () => {
     let reader!: FakeReader;
     const { transport } = setup({ cardTimeoutMs: 2000 }, (ctx) => {
       reader = ctx.addReader("Virtual PCD 00 00", EMPTY);
@@ -148,7 +160,8 @@ describe("PcscApduTransport", () => {
     reader.status(withEvents(PRESENT, 1), ATR);
     const { atr } = await connecting;
     expect(atr).toEqual(ATR);
-    expect(reader.connectOptions).toEqual({ share_mode: 2, protocol: 3 });
+    // SCARD_SHARE_EXCLUSIVE (1): no other PC/SC client can reach the card while it is personalised.
+    expect(reader.connectOptions).toEqual({ share_mode: 1, protocol: 3 });
     expect((await transport.transmit(Buffer.from("00A40400", "hex"))).toString("hex")).toBe("9000");
     expect(reader.transmits).toEqual([{ resLen: 65_538, protocol: 2 }]);
     await transport.disconnect();
