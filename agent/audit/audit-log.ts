@@ -29,6 +29,8 @@ export interface AuditRecord {
   pushedBy: string | null;
   /** STOCK / BIN / TECHNICIAN: what moved or what was run (JSON; no card data). */
   detail: string | null;
+  /** The row's link in the hash chain (migration 7; agent/audit/audit-chain.ts): what the collector got. */
+  hash?: string | null;
 }
 
 export const AUDIT_COLUMNS: ReadonlyArray<keyof AuditRecord> = [
@@ -48,6 +50,7 @@ export const AUDIT_COLUMNS: ReadonlyArray<keyof AuditRecord> = [
   "requestId",
   "pushedBy",
   "detail",
+  "hash",
 ];
 
 export class AuditError extends CodedError<"NO_DATABASE" | "NO_AUDIT_TABLE"> {}
@@ -102,12 +105,13 @@ export function readAudit(
       name: string;
     }>;
     const detail = columns.some((c) => c.name === "detail") ? "detail" : "NULL AS detail";
+    const hash = columns.some((c) => c.name === "hash") ? "hash" : "NULL AS hash";
     const rows = db
       .prepare(
         `SELECT seq, at, event, operation_id AS operationId, card_id AS cardId,
            issuer_request_id AS issuerRequestId, from_state AS fromState, to_state AS toState,
            d1_status AS d1Status, reason, error_code AS errorCode, error, masked_pan AS maskedPan,
-           request_id AS requestId, pushed_by AS pushedBy, ${detail}
+           request_id AS requestId, pushed_by AS pushedBy, ${detail}, ${hash}
          FROM audit_log ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq`,
       )
       .all(...params) as AuditRecord[];
@@ -122,8 +126,9 @@ export function toCsv(records: AuditRecord[]): string {
   const cell = (v: unknown): string => {
     if (v === null || v === undefined) return "";
     let s = String(v);
-    // A cell starting with = + - @ is a formula to a spreadsheet: neutralise it.
-    if (/^[=+\-@]/.test(s)) s = `'${s}`;
+    // A cell starting with = + - @ is a formula to a spreadsheet; a leading TAB or CR is stripped by
+    // some before they read one (OWASP, CSV injection): neutralise all six.
+    if (/^[=+\-@\t\r]/.test(s)) s = `'${s}`;
     return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
   };
   const lines = [AUDIT_COLUMNS.join(",")];

@@ -11,6 +11,7 @@ import { redactText } from "../log/mask.js";
 import type { StockLedger } from "../store/stock-ledger.js";
 import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
+import { AuditAppender } from "./audit-chain.js";
 
 /**
  * A technician's printer commands (`kiosk-agent printer …`, `/api/printer/*`; docs/cli.md) and their
@@ -80,9 +81,8 @@ export class TechnicianAudit {
     db: Database.Database,
     private readonly clock: Clock,
   ) {
-    this.insert = db.prepare(
-      "INSERT INTO audit_log (at, event, error_code, error, detail) VALUES (?, 'TECHNICIAN', ?, ?, ?)",
-    );
+    // Chained to the row before it (agent/audit/audit-chain.ts).
+    this.insert = new AuditAppender(db);
   }
 
   record(
@@ -99,12 +99,13 @@ export class TechnicianAudit {
       ...(feeder !== undefined ? { feeder } : {}),
       ...(extra.stock ? { stock: extra.stock } : {}),
     };
-    this.insert.run(
-      new Date(this.clock.wallNow()).toISOString(),
-      outcome.ok ? null : outcome.code,
-      outcome.ok ? null : outcome.error,
-      JSON.stringify(detail),
-    );
+    this.insert.append({
+      at: new Date(this.clock.wallNow()).toISOString(),
+      event: "TECHNICIAN",
+      error_code: outcome.ok ? null : outcome.code,
+      error: outcome.ok ? null : outcome.error,
+      detail: JSON.stringify(detail),
+    });
   }
 }
 

@@ -1,11 +1,17 @@
 import type Database from "better-sqlite3";
+import { startChain } from "../audit/audit-chain.js";
 import { CodedError } from "../util/errors.js";
 
 /**
- * Numbered schema migrations, applied in order at start inside one transaction each.
- * Never edit a released migration: add the next number.
+ * Numbered schema migrations, applied in order at start inside one transaction each: the SQL, then
+ * `apply` (what SQL alone cannot do), in the same transaction. Never edit a released migration: add
+ * the next number.
  */
-export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
+export const MIGRATIONS: ReadonlyArray<{
+  version: number;
+  sql: string;
+  apply?: (db: Database.Database, appliedAt: string) => void;
+}> = [
   {
     version: 1,
     sql: `
@@ -239,6 +245,41 @@ export const MIGRATIONS: ReadonlyArray<{ version: number; sql: string }> = [
         BEGIN UPDATE store_meta SET writes = writes + 1; END;
     `,
   },
+  {
+    version: 7,
+    sql: `
+      -- The audit trail becomes a hash chain (agent/audit/audit-chain.ts; docs/security.md#audit-trail):
+      -- each row's hash covers its fields and the previous row's hash, so a row changed or deleted
+      -- behind the triggers' back is named by 'kiosk-agent audit verify'.
+      -- Where the chain began: the rows already there were hashed by this migration (the chain vouches
+      -- for them from then on). Written once.
+      CREATE TABLE audit_chain (
+        id                 INTEGER PRIMARY KEY CHECK (id = 1),
+        started_at         TEXT NOT NULL,
+        backfilled_through INTEGER NOT NULL
+      );
+      ALTER TABLE audit_log ADD COLUMN hash TEXT;
+      CREATE TRIGGER audit_chain_no_update BEFORE UPDATE ON audit_chain
+        BEGIN SELECT RAISE(ABORT, 'audit_chain is write-once'); END;
+      CREATE TRIGGER audit_chain_no_delete BEFORE DELETE ON audit_chain
+        BEGIN SELECT RAISE(ABORT, 'audit_chain is write-once'); END;
+      -- The syslog forwarder's durable cursor (agent/audit/syslog-forwarder.ts): the last row the
+      -- collector confirmed, and its hash (the next row must follow from it).
+      CREATE TABLE audit_forward (
+        id           INTEGER PRIMARY KEY CHECK (id = 1),
+        last_seq     INTEGER NOT NULL,
+        last_hash    TEXT NOT NULL,
+        collector    TEXT,            -- host:port it went to
+        forwarded_at TEXT
+      );
+      INSERT INTO audit_forward (id, last_seq, last_hash) VALUES (1, 0, '${"0".repeat(64)}');
+      CREATE TRIGGER meta_on_forward_update AFTER UPDATE ON audit_forward
+        BEGIN UPDATE store_meta SET writes = writes + 1; END;
+      -- Put back, with the insert check, once the existing rows are hashed (apply).
+      DROP TRIGGER audit_log_no_update;
+    `,
+    apply: startChain,
+  },
 ];
 
 /** The newest schema this code knows. */
@@ -291,10 +332,12 @@ export function migrate(db: Database.Database, file = "jobs.sqlite"): void {
     if (applied.has(m.version)) continue;
     try {
       db.transaction(() => {
+        const appliedAt = new Date().toISOString();
         db.exec(m.sql);
+        m.apply?.(db, appliedAt);
         db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)").run(
           m.version,
-          new Date().toISOString(),
+          appliedAt,
         );
       })();
     } catch (err) {

@@ -1,4 +1,5 @@
 import type Database from "better-sqlite3";
+import { ledgerAuditInsert } from "../audit/audit-chain.js";
 import type { Clock } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
 
@@ -175,9 +176,8 @@ export class StockLedger {
          VALUES (@at, @feeder, @stock, @kind, @reason, @quantity, @operationId, @operator, @secondOperator, @note)
          ON CONFLICT (operation_id) DO NOTHING`,
       ),
-      audit: db.prepare(
-        `INSERT INTO audit_log (at, event, operation_id, reason, detail) VALUES (?, ?, ?, ?, ?)`,
-      ),
+      // The movement's audit row, chained to the row before it (agent/audit/audit-chain.ts).
+      audit: ledgerAuditInsert(db),
       // Aggregated in SQLite: balances() runs after every card, and the ledger only grows.
       totals: db.prepare(
         `SELECT feeder, stock, kind, reason, at < @since AS prior, SUM(quantity) AS n

@@ -95,7 +95,7 @@ describe("audit trail", () => {
     expect(csv.code).toBe(0);
     const lines = csv.out.trimEnd().split("\r\n");
     expect(lines[0]).toBe(
-      "seq,at,event,operationId,cardId,issuerRequestId,fromState,toState,d1Status,reason,errorCode,error,maskedPan,requestId,pushedBy,detail",
+      "seq,at,event,operationId,cardId,issuerRequestId,fromState,toState,d1Status,reason,errorCode,error,maskedPan,requestId,pushedBy,detail,hash",
     );
     expect(lines).toHaveLength(rows.length + 1);
 
