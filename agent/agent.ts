@@ -9,11 +9,13 @@ import type { CardPrinter } from "../drivers/printer/card-printer.js";
 import { createPrinter } from "../drivers/printer/create-printer.js";
 import { renderCardImageAsync } from "../drivers/printer/raster/render.js";
 import type { HidBackend } from "../drivers/transport/hid-transport.js";
+import { onAuditAppend } from "./audit/audit-chain.js";
 import { pushSource } from "./audit/audit-log.js";
+import { AuditForwarder, forwardTlsOptions } from "./audit/syslog-forwarder.js";
 import type { AgentConfig } from "./config/schema.js";
 import { ConsoleServer } from "./console/server.js";
 import type { SimulatorControls } from "./console/types.js";
-import { loadStationPrivateKey, type PayloadFailureCode } from "./crypto/jwe.js";
+import { loadConfiguredStationKey, type PayloadFailureCode } from "./crypto/jwe.js";
 import { PushPayloads, payloadFailureVerdict } from "./crypto/push-payloads.js";
 import { tlsClientOptions } from "./crypto/tls.js";
 import { D1Link } from "./d1/link.js";
@@ -30,7 +32,7 @@ import { PrinterSupervisor } from "./devices/printer-supervisor.js";
 import { SwipePrompt } from "./devices/swipe-prompt.js";
 import { createMetrics } from "./health/metrics.js";
 import { HealthServer, type Readiness } from "./health/server.js";
-import { validateJob } from "./jobs/validate.js";
+import { readableOperationId, validateJob } from "./jobs/validate.js";
 import type { Logger } from "./log/logger.js";
 import { maskPan } from "./log/mask.js";
 import { OutboxSender } from "./outbox/sender.js";
@@ -39,12 +41,15 @@ import { REASONS } from "./pipeline/reasons.js";
 import { recoverInterruptedJobs } from "./pipeline/recovery.js";
 import { StockRouter } from "./stock/stock-router.js";
 import { type SuppliesSnapshot, suppliesSnapshot } from "./stock/supplies.js";
-import { checkDataDir, KEY_FILE, STORE_FILE, writeMarker } from "./store/data-dir.js";
+import { checkDataDir, STORE_FILE, writeMarker } from "./store/data-dir.js";
+import { loadDataKey } from "./store/data-key.js";
 import { JobStore } from "./store/job-store.js";
-import { loadOrCreateKey, SealedBox } from "./store/sealed-box.js";
+import { RetentionSweeper } from "./store/retention.js";
+import { SealedBox } from "./store/sealed-box.js";
 import { type StoreFaultReason, storeFaultOf } from "./store/store-health.js";
 import { type Clock, systemClock, type TimerHandle } from "./util/clock.js";
 import { mkdirDurably } from "./util/durable-file.js";
+import { restrictMode } from "./util/file-modes.js";
 import { removePidFile, writePidFile } from "./util/pid-file.js";
 import { AGENT_VERSION } from "./version.js";
 
@@ -86,6 +91,10 @@ export class KioskAgent {
   /** /healthz, /readyz, /metrics on 127.0.0.1, when `health.enabled` (docs/operations.md). */
   readonly health: HealthServer | undefined;
   private readonly disposeMetrics: (() => void) | undefined;
+  /** `store.retentionDays`, applied at start and daily (agent/store/retention.ts). */
+  private readonly retention: RetentionSweeper;
+  /** Every audit row to the syslog collector, when `audit.forward` is set (agent/audit/syslog-forwarder.ts). */
+  readonly auditForward: AuditForwarder | undefined;
   /** SIGTERM: no new jobs, the card in hand finished or parked within `shutdown.graceSec`. */
   /** Set by shutdown(): pushes are refused from then on. */
   private stopping = false;
@@ -105,14 +114,35 @@ export class KioskAgent {
     this.clock = deps.clock ?? systemClock;
     this.log = deps.logger.child({ station: config.station.id });
     mkdirDurably(config.dataDir, 0o700);
+    // 0700 even where no systemd made it (StateDirectoryMode=): the data key may live in it.
+    if (!restrictMode(config.dataDir, 0o700))
+      this.log.warn({ dataDir: config.dataDir }, "data directory is not 0700");
     // Never a new store over a lost one, nor a new key beside a store sealed with the old one
     // (docs/operations.md, "The data directory at start"): each refusal names the file.
     const dir = checkDataDir(config.dataDir);
-    const box = new SealedBox(loadOrCreateKey(join(config.dataDir, KEY_FILE), { create: dir.fresh }));
+    // The data key: a systemd credential, or the file DATA_DIR/data.key (agent/store/data-key.ts).
+    const dataKey = loadDataKey(config.dataKey, config.dataDir, { fresh: dir.fresh });
+    for (const note of dataKey.notes) this.log.warn({ dataKey: dataKey.where }, note);
+    const box = new SealedBox(dataKey.key);
+    // Read before the store opens: an unreadable certificate or key stops the start with its name.
+    const forward = config.audit.forward;
+    const forwardTls = forward && forwardTlsOptions(forward);
     this.store = new JobStore(join(config.dataDir, STORE_FILE), box, this.clock, config.stock, {
       minFreeBytes: config.store.minFreeMb * 1024 * 1024,
     });
     writeMarker(config.dataDir, this.store.storeId);
+    if (forward) {
+      const forwarder = new AuditForwarder({
+        db: this.store.db,
+        storeId: this.store.storeId,
+        config: forward,
+        clock: this.clock,
+        logger: this.log,
+        tls: forwardTls,
+      });
+      onAuditAppend(this.store.db, () => forwarder.wake());
+      this.auditForward = forwarder;
+    }
     this.link = new D1Link({
       url: config.d1.url,
       token: config.d1.token,
@@ -173,11 +203,7 @@ export class KioskAgent {
       onSwipeRequest: (request) => this.swipePrompt.request(request),
       ...(deps.hidBackend ? { hidBackend: deps.hidBackend } : {}),
     });
-    this.payloads = new PushPayloads(
-      config.jwe.privateKeyFile ? loadStationPrivateKey(config.jwe.privateKeyFile) : undefined,
-      config.jwe.required,
-      this.log,
-    );
+    this.payloads = new PushPayloads(loadConfiguredStationKey(config.jwe), config.jwe.required, this.log);
     this.router = new StockRouter(config.printer.feeders, (feeder) =>
       this.store.stock.lastLoadedStock(feeder),
     );
@@ -197,6 +223,17 @@ export class KioskAgent {
     });
     // A store fault is the operator's to see (status, console, /readyz, metrics) and logged once
     // each way; production waits for it in the pipeline and resumes on the first write that succeeds.
+    this.store.health.on("warning", (keyword, raised) => {
+      const warning = this.store.health.warnings().find((w) => w.keyword === keyword);
+      if (raised) this.log.warn({ warning: keyword, detail: warning?.detail }, "job store warning");
+      else this.log.info({ warning: keyword }, "job store warning cleared");
+    });
+    this.retention = new RetentionSweeper({
+      store: this.store,
+      clock: this.clock,
+      retentionDays: config.store.retentionDays,
+      logger: this.log,
+    });
     this.store.health.on("change", () => {
       const fault = this.store.health.fault;
       if (fault) this.log.error({ reason: fault.reason, detail: fault.detail }, "job store unavailable");
@@ -219,6 +256,7 @@ export class KioskAgent {
           token: config.console.token,
           tokenFile: join(config.dataDir, "console.token"),
           simulator: deps.simulator,
+          allowedHosts: config.console.allowedHosts,
         })
       : undefined;
     if (config.health.enabled) {
@@ -234,6 +272,7 @@ export class KioskAgent {
         readiness: () => this.readiness(),
         logger: this.log,
         version: AGENT_VERSION,
+        allowedHosts: config.health.allowedHosts,
       });
     }
     this.link.on("message", (message) => {
@@ -280,6 +319,8 @@ export class KioskAgent {
     this.log.info({ version: AGENT_VERSION }, "kiosk agent starting");
     // A technician's standalone `printer` command reads it and keeps off a printer this agent holds.
     writePidFile(this.config.dataDir, (err) => this.log.warn({ err }, "could not write the pid file"));
+    this.retention.start();
+    this.auditForward?.start();
     this.link.start();
     this.startup = this.supervisor.start();
     // A separate encoder is opened now so a missing one shows in the log at start; if it is absent
@@ -401,6 +442,9 @@ export class KioskAgent {
     await this.link.stop();
     await this.printer.close().catch(() => undefined);
     await this.magstripe.device?.close().catch(() => undefined);
+    this.retention.stop();
+    // The shutdown's own audit rows go too, while the collector takes them (bounded).
+    await this.auditForward?.stop();
     this.store.close();
     removePidFile(this.config.dataDir);
     this.log.info("kiosk agent stopped");
@@ -473,8 +517,7 @@ export class KioskAgent {
     if (storeFault) {
       // Nothing is accepted that is not stored, and below the watermark the space left is the
       // producing card's: refused, not stored, and D1 pushes it again later (docs/protocol.md).
-      const raw = (message.job as { operationId?: unknown } | null)?.operationId;
-      const operationId = typeof raw === "string" && raw.length <= 128 ? raw : undefined;
+      const operationId = readableOperationId(message.job);
       this.log.warn(
         { requestId, operationId, reason: storeFault },
         "push refused: the job store cannot take it",
@@ -483,8 +526,7 @@ export class KioskAgent {
     }
     if (this.stopping) {
       // Not stored: D1 pushes it again to this or another station once this one is back.
-      const raw = (message.job as { operationId?: unknown } | null)?.operationId;
-      const operationId = typeof raw === "string" && raw.length <= 128 ? raw : undefined;
+      const operationId = readableOperationId(message.job);
       this.store.auditRefusal({ operationId, errorCode: "SHUTTING_DOWN", error: "agent stopping", source });
       this.log.info({ requestId, operationId }, "push refused: agent stopping");
       return {
@@ -559,7 +601,8 @@ export class KioskAgent {
 
   /**
    * D1 cancels an operation. Not started → CANCELED at once. In production before the card is
-   * presented → the pipeline stops at the next step boundary, rejects the card → CANCELED.
+   * presented → the pipeline stops at the next step boundary, rejects the card → CANCELED (a reject
+   * that fails: FAILED with the printer's reason, answered refused / CARD_NOT_REJECTED).
    * Presented or finished → refused, nothing changes. Unknown → said so.
    */
   async onCancel(message: CancelMessage): Promise<CancelResultMessage> {
@@ -591,6 +634,8 @@ export class KioskAgent {
       case "PRODUCING": {
         const outcome = await this.pipeline.requestCancel(operationId);
         if (outcome.canceled) return answer("canceled");
+        // The reject failed: the job is FAILED with the printer's reason, its card still inside.
+        if (outcome.notRejected) return answer("refused", "CARD_NOT_REJECTED");
         return answer("refused", outcome.state === "PRESENTED" ? "ALREADY_PRESENTED" : "ALREADY_FINISHED");
       }
       case "PRESENTED":

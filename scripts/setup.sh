@@ -16,6 +16,13 @@ ldconfig -p | grep -q 'libusb-1.0.so.0' || need_apt+=(libusb-1.0-0)
 # The console browser test drives Debian's chromium through playwright-core, which never downloads a
 # browser (scripts/browser/ensure-chromium.sh does the same when only `npm run test:browser` runs).
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# The clock-step tests (test/ops/clock-step.test.ts) step the real agent's wall clock ±3 h with
+# Debian's libfaketime (LD_PRELOAD), as NTP would.
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need_apt+=(faketime)
+# The audit forwarding tests (test/ops/audit-forward.test.ts) send to a real rsyslog, run as their own
+# child process on a loopback port; rsyslog-openssl is its TLS driver (RFC 5425).
+[ -x /usr/sbin/rsyslogd ] || need_apt+=(rsyslog)
+compgen -G '/usr/lib/*/rsyslog/lmnsd_ossl.so' >/dev/null || need_apt+=(rsyslog-openssl)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]}"
@@ -49,6 +56,13 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm install (locked versions)"
   npm install --no-audit --no-fund --loglevel=error
 fi
+
+# LazyFS, the FUSE file system that drops every write not fsynced, for the crash harness's power-loss
+# mode (npm run crash:powerloss) and its smoke test (test/crash/power-loss-harness.test.ts): built
+# from third_party/lazyfs into .cache/lazyfs with Debian's libraries, once, and again only when its
+# sources change (~1 min). Not fatal: without it those tests are skipped, and say why.
+bash scripts/powerloss/build-lazyfs.sh >/dev/null ||
+  echo "setup: LazyFS was not built (scripts/powerloss/build-lazyfs.sh); the power-loss tests will be skipped" >&2
 
 # The shipped form of the agent: dist/kiosk-agent.mjs, one bundle plain node runs (no tsx loader:
 # ~0.5 s faster to start, ~30 MB less). bin/kiosk-agent.mjs uses it while it is newer than the

@@ -1,3 +1,7 @@
+import { spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { AGENT_VERSION } from "../version.js";
+
 /**
  * `kiosk-agent <command>`. Each command's modules are loaded (and, in the bundle, initialised) only
  * when it runs: the service's start does not pay for the simulator, the emulator or the demo. Exit codes: 0 success; 1 the command ran and failed (a demo job did not
@@ -21,7 +25,7 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     run: async (argv) => (await import("./keys.js")).keysCommand(argv),
   },
   audit: {
-    summary: "audit export --data-dir DIR [--format csv|json] [--since ISO]: the audit trail",
+    summary: "audit export | verify --data-dir DIR: the audit trail; whether its hash chain is intact",
     run: async (argv) => (await import("./audit.js")).auditCommand(argv),
   },
   stock: {
@@ -29,7 +33,8 @@ const COMMANDS: Record<string, { summary: string; run: (argv: string[]) => Promi
     run: async (argv) => (await import("./stock.js")).stockCommand(argv),
   },
   store: {
-    summary: "store check: whether the data directory's store and key are fit to start on",
+    summary:
+      "store check | rekey: whether the data directory's store and key are fit to start on; rotate the data key",
     run: async (argv) => (await import("./store.js")).storeCommand(argv),
   },
   status: {
@@ -66,12 +71,31 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return name ? 0 : 2;
   }
+  if (name === "--version" || name === "-V") {
+    console.log(versionLine());
+    return 0;
+  }
   const command = COMMANDS[name];
   if (!command) {
     console.error(`kiosk-agent: unknown command '${name}'\n\n${USAGE}`);
     return 2;
   }
   return command.run(rest);
+}
+
+/**
+ * `kiosk-agent --version` in a checkout: package.json's version and the commit of the working tree
+ * (the installed package answers from its build-info.json instead: deploy/debian/kiosk-agent.mjs).
+ */
+function versionLine(): string {
+  // Any directory inside the checkout will do for git: this file's (sources or dist/).
+  const root = fileURLToPath(new URL(".", import.meta.url));
+  const git = (args: string[]) =>
+    spawnSync("git", ["-C", root, ...args], { encoding: "utf8", timeout: 5000 }).stdout?.trim() ?? "";
+  const commit = git(["rev-parse", "HEAD"]);
+  if (!commit) return `kiosk-agent ${AGENT_VERSION} (git commit unknown: not a checkout)`;
+  const dirty = git(["status", "--porcelain", "--untracked-files=no"]).length > 0;
+  return `kiosk-agent ${AGENT_VERSION} (git ${commit}${dirty ? ", with uncommitted changes" : ""})`;
 }
 
 main(process.argv.slice(2)).then(

@@ -147,7 +147,7 @@ export function needsAttention(s: ConsoleSnapshot): boolean {
   return (
     s.d1.state !== "up" ||
     s.devices.some((d) => d.state === "stopped" || d.state === "offline") ||
-    (s.store !== undefined && s.store.state !== "ok") ||
+    (s.store !== undefined && (s.store.state !== "ok" || (s.store.warnings?.length ?? 0) > 0)) ||
     // An agent older than the supplies picture has none.
     (s.supplies?.warnings.length ?? 0) > 0
   );
@@ -264,8 +264,15 @@ function formatSupplies(sup: NonNullable<ConsoleSnapshot["supplies"]>): string[]
   return lines;
 }
 
-/** One line for the job store: fine, a fault, or under the free-space watermark. */
+/** The job store: fine, a fault, or under the free-space watermark; then a line per warning. */
 function formatStore(store: NonNullable<ConsoleSnapshot["store"]>): string {
+  const warnings = (store.warnings ?? []).map(
+    (w) => `\nSTORE     WARNING  ${w.keyword} since ${clock(w.since)}: ${w.detail}; see docs/security.md`,
+  );
+  return formatStoreState(store) + warnings.join("");
+}
+
+function formatStoreState(store: NonNullable<ConsoleSnapshot["store"]>): string {
   const free =
     store.freeBytes === undefined
       ? ""

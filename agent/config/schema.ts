@@ -1,4 +1,10 @@
 import { z } from "zod";
+import { AuditConfigSchema } from "../audit/forward-config.js";
+import { CREDENTIAL_NAME, DATA_KEY_CREDENTIAL, DATA_KEY_CREDENTIAL_FILE } from "../util/credentials.js";
+import { ALLOWED_HOST_NAME, isLoopbackHost } from "../util/host-check.js";
+
+/** Names a request's Host may carry besides 127.0.0.1, localhost and [::1] (DNS-rebinding guard). */
+const AllowedHosts = z.array(z.string().regex(ALLOWED_HOST_NAME, "a host name or [IPv6] literal")).max(16);
 
 /**
  * The agent's configuration: one file plus environment overrides (config/load.ts). Every key has a
@@ -36,6 +42,8 @@ export const ConfigSchema = z.strictObject({
           caFile: z.string().min(1).optional(),
           certFile: z.string().min(1).optional(),
           keyFile: z.string().min(1).optional(),
+          /** The client key as a systemd credential (its name), instead of `keyFile` (docs/operations.md). */
+          keyCredential: z.string().regex(CREDENTIAL_NAME, "a systemd credential name").optional(),
         })
         .optional(),
     })
@@ -48,16 +56,43 @@ export const ConfigSchema = z.strictObject({
             "plain ws:// is refused: use wss://, or set d1.allowInsecure: true (demo and development only)",
         });
       }
-      if (d1.tls && (d1.tls.certFile === undefined) !== (d1.tls.keyFile === undefined)) {
+      const key = d1.tls && (d1.tls.keyFile ?? d1.tls.keyCredential);
+      if (d1.tls && (d1.tls.certFile === undefined) !== (key === undefined)) {
         ctx.addIssue({
           code: "custom",
           path: ["tls", d1.tls.certFile === undefined ? "certFile" : "keyFile"],
-          message: "a client certificate needs both d1.tls.certFile and d1.tls.keyFile",
+          message:
+            "a client certificate needs both d1.tls.certFile and d1.tls.keyFile (or d1.tls.keyCredential)",
+        });
+      }
+      if (d1.tls?.keyFile !== undefined && d1.tls.keyCredential !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["tls", "keyCredential"],
+          message: "give the client key once: d1.tls.keyFile or d1.tls.keyCredential",
         });
       }
     }),
-  /** Where the job database and the data key live. */
+  /** Where the job database (and a data key kept as a file) live. */
   dataDir: z.string().min(1),
+  /**
+   * The data key that seals production data at rest (agent/store/data-key.ts; docs/operations.md,
+   * "Keys as systemd credentials"). `source` absent: the credential when the agent runs under a unit
+   * that passes credentials ($CREDENTIALS_DIRECTORY), else the file DATA_DIR/data.key.
+   */
+  dataKey: z
+    .strictObject({
+      source: z.enum(["credential", "file"]).optional(),
+      /** `file`: the key file (default DATA_DIR/data.key). */
+      file: z.string().min(1).optional(),
+      /** `credential`: its name, as in the unit's LoadCredentialEncrypted=NAME:… */
+      credential: z.string().regex(CREDENTIAL_NAME, "a systemd credential name").default(DATA_KEY_CREDENTIAL),
+      /** `credential`: the encrypted file the unit loads (`store rekey` and `store check` read it as root). */
+      credentialFile: z.string().min(1).default(DATA_KEY_CREDENTIAL_FILE),
+      /** `credential`: what `store rekey` binds a new key to (`systemd-creds encrypt --with-key=`). */
+      withKey: z.enum(["auto", "host", "tpm2", "host+tpm2"]).default("auto"),
+    })
+    .default({ credential: DATA_KEY_CREDENTIAL, credentialFile: DATA_KEY_CREDENTIAL_FILE, withKey: "auto" }),
   /**
    * The card printer: its family (which adapter speaks to it) and how it is reached. `link: usb` is
    * the USB printer-class device file (/dev/usb/lpN), `tcp` a network printer, `serial` a serial or
@@ -191,7 +226,7 @@ export const ConfigSchema = z.strictObject({
   /** The PC/SC reader at the printer's contact station; absent: the kiosk has no chip step. */
   chip: z
     .strictObject({
-      /** The reader's PC/SC name (an exact match wins, else the first name starting with it). */
+      /** The reader's exact PC/SC name (`pcsc_scan` lists it); a name that only starts the same is not taken. */
       reader: z.string().min(1).optional(),
       cardTimeoutMs: z.number().int().positive().default(5_000),
     })
@@ -218,22 +253,34 @@ export const ConfigSchema = z.strictObject({
   console: z
     .strictObject({
       enabled: z.boolean().default(false),
-      /** Loopback by default: the console is for a technician at the kiosk, not for the network. */
-      host: z.string().min(1).default("127.0.0.1"),
+      /**
+       * Loopback only: the console is for a technician at the kiosk, and it has no TLS, so its token
+       * and session cookie must not cross a network (docs/console.md).
+       */
+      host: z
+        .string()
+        .min(1)
+        .refine(isLoopbackHost, {
+          error: (i) =>
+            `${String(i.input).slice(0, 64)} is not a loopback address: the console has no TLS, so it listens on 127.0.0.1, ::1 or localhost only`,
+        })
+        .default("127.0.0.1"),
       /** 0 = an ephemeral port (demo and tests). */
       port: z.number().int().min(0).max(65_535).default(8787),
       /** Without one, a random token is made at start and written to DATA_DIR/console.token (0600). */
       token: z.string().min(16).optional(),
+      allowedHosts: AllowedHosts.default([]),
     })
-    .default({ enabled: false, host: "127.0.0.1", port: 8787 }),
+    .default({ enabled: false, host: "127.0.0.1", port: 8787, allowedHosts: [] }),
   /** Health and metrics HTTP endpoint, always on 127.0.0.1 (docs/operations.md). Off unless enabled. */
   health: z
     .strictObject({
       enabled: z.boolean().default(false),
       /** 0 = an ephemeral port (tests). */
       port: z.number().int().min(0).max(65_535).default(9464),
+      allowedHosts: AllowedHosts.default([]),
     })
-    .default({ enabled: false, port: 9464 }),
+    .default({ enabled: false, port: 9464, allowedHosts: [] }),
   /** SIGTERM handling (docs/operations.md#stopping). */
   shutdown: z
     .strictObject({
@@ -248,10 +295,16 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** The station's private key (PKCS#8 PEM, `kiosk-agent keys generate`); must be mode 0600. */
       privateKeyFile: z.string().min(1).optional(),
+      /** The private key as a systemd credential (its name), instead of `privateKeyFile`. */
+      privateKeyCredential: z.string().regex(CREDENTIAL_NAME, "a systemd credential name").optional(),
       /** Refuse plain production data: every job must carry it encrypted. */
       required: z.boolean().default(false),
     })
-    .default({ required: false }),
+    .default({ required: false })
+    .refine((jwe) => jwe.privateKeyFile === undefined || jwe.privateKeyCredential === undefined, {
+      path: ["privateKeyCredential"],
+      message: "give the private key once: jwe.privateKeyFile or jwe.privateKeyCredential",
+    }),
   store: z
     .strictObject({
       /** Finished jobs and their acknowledged events are kept this long for audit, then deleted. */
@@ -263,6 +316,8 @@ export const ConfigSchema = z.strictObject({
       minFreeMb: z.number().min(0).max(1_000_000).default(64),
     })
     .default({ retentionDays: 90, minFreeMb: 64 }),
+  /** The audit trail off the box: `audit.forward` to a syslog collector (docs/operations.md, "Audit trail"). */
+  audit: AuditConfigSchema,
   log: z
     .strictObject({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace"]).default("info"),

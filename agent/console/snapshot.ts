@@ -9,6 +9,7 @@ import type Database from "better-sqlite3";
 import { describeLink } from "../../drivers/printer/create-printer.js";
 import type { KioskAgent } from "../agent.js";
 import { d1StatusOf, JOB_STATES, type JobState } from "../jobs/state-machine.js";
+import { maskCardId } from "../log/mask.js";
 import type { StockReport } from "../store/stock-ledger.js";
 import type { Clock } from "../util/clock.js";
 import { AGENT_VERSION } from "../version.js";
@@ -190,6 +191,7 @@ export class SnapshotSource {
       ...(!fault && low ? { reason: "STORE_FULL" } : {}),
       ...(freeBytes !== undefined ? { freeBytes } : {}),
       minFreeBytes: health.minFreeBytes,
+      ...(health.warnings().length > 0 ? { warnings: health.warnings().map((w) => ({ ...w })) } : {}),
     };
   }
 
@@ -230,7 +232,7 @@ function toSummary(r: RawRow): JobSummary {
   return {
     operationId: r.operation_id,
     // The console shows a card id's last 4 characters only (docs/console.md).
-    cardId: r.card_id,
+    cardId: maskCardId(r.card_id),
     state: r.state,
     d1Status: d1StatusOf(r.state),
     ...(r.reason !== null ? { reason: r.reason } : {}),

@@ -42,6 +42,8 @@ export interface StoreStatus {
   /** Free bytes on the data directory's file system, and the watermark below which pushes are refused. */
   freeBytes?: number;
   minFreeBytes: number;
+  /** Store warnings in force (WAL_NOT_SCRUBBED): the store takes writes, but something needs a look. */
+  warnings?: Array<{ keyword: string; since: string; detail: string }>;
 }
 
 export interface JobSummary {

@@ -3,9 +3,10 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom
 import type { AgentConfig } from "../config/schema.js";
 import type { PrinterSnapshot, PrinterState } from "../devices/printer-supervisor.js";
 import { JOB_STATES, type JobState } from "../jobs/state-machine.js";
+import { logFileStats } from "../log/file-destination.js";
 import type { PipelineEvents } from "../pipeline/pipeline.js";
 import type { SuppliesSnapshot } from "../stock/supplies.js";
-import { STORE_FAULTS, type StoreHealth } from "../store/store-health.js";
+import { STORE_FAULTS, STORE_WARNINGS, type StoreHealth } from "../store/store-health.js";
 import type { Clock } from "../util/clock.js";
 
 /** What the metrics read; KioskAgent has all of it. */
@@ -13,9 +14,15 @@ export interface MetricsSource {
   store: {
     countsByState(): Partial<Record<JobState, number>>;
     outboxDepth(): number;
-    health: Pick<StoreHealth, "fault" | "faultCounts" | "freeBytes" | "minFreeBytes" | "report">;
+    health: Pick<StoreHealth, "fault" | "faultCounts" | "freeBytes" | "minFreeBytes" | "report" | "warnings">;
+    /** Whether a purged payload may still be in the WAL (JobStore.scrubWal). */
+    walScrub?: { pending: boolean };
   };
   outbox: { stats: { sent: number; resent: number; acked: number } };
+  /** The audit forwarder, when `audit.forward` is configured (agent/audit/syslog-forwarder.ts). */
+  auditForward?:
+    | { backlog(): number; stats: { delivered: number; failures: number; chainBreaks: number } }
+    | undefined;
   link: { isUp: boolean; stats: { sessions: number; malformed: number } };
   supervisor: { status: PrinterSnapshot };
   pipeline: EventEmitter<PipelineEvents>;
@@ -74,6 +81,34 @@ export function createMetrics(
       if (depth !== undefined) this.set(depth);
     },
   });
+  if (source.auditForward) {
+    const forward = source.auditForward;
+    new Gauge({
+      name: "kiosk_agent_audit_forward_backlog",
+      help: "Audit rows written and not yet confirmed by the syslog collector (they wait in the store).",
+      registers,
+      collect() {
+        const n = readStore(() => forward.backlog());
+        if (n !== undefined) this.set(n);
+      },
+    });
+    new Gauge({
+      name: "kiosk_agent_audit_forward_failures",
+      help: "Batches of audit rows the collector did not confirm since start (down, reset, timeout, TLS refused).",
+      registers,
+      collect() {
+        this.set(forward.stats.failures);
+      },
+    });
+    new Gauge({
+      name: "kiosk_agent_audit_chain_breaks",
+      help: "Audit rows that did not follow the hash chain when forwarded, since start (run kiosk-agent audit verify).",
+      registers,
+      collect() {
+        this.set(forward.stats.chainBreaks);
+      },
+    });
+  }
   // A scrape must still answer when the store cannot be read: that is when the store gauges matter.
   function readStore<T>(read: () => T): T | undefined {
     try {
@@ -102,6 +137,24 @@ export function createMetrics(
       this.reset();
       const counts = source.store.health.faultCounts();
       for (const reason of STORE_FAULTS) this.inc({ reason }, counts.get(reason) ?? 0);
+    },
+  });
+  new Gauge({
+    name: "kiosk_agent_wal_scrub_pending",
+    help: "1 while the WAL could not be truncated after a purge (another process reads the database) and the scrub is being retried: sealed data of finished jobs may remain in jobs.sqlite-wal.",
+    registers,
+    collect() {
+      this.set(source.store.walScrub?.pending ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: "kiosk_agent_store_warning",
+    help: "1 with the keyword while a store warning is raised (WAL_NOT_SCRUBBED: the WAL scrub has failed for 60 s or more).",
+    labelNames: ["warning"],
+    registers,
+    collect() {
+      const raised = new Set(source.store.health.warnings().map((w) => w.keyword));
+      for (const warning of STORE_WARNINGS) this.set({ warning }, raised.has(warning) ? 1 : 0);
     },
   });
   new Gauge({
@@ -159,6 +212,20 @@ export function createMetrics(
     "Messages from D1 the agent could not read.",
     () => source.link.stats.malformed,
   );
+  // Process-wide, not from `source`: the log file is opened by `run` before the agent exists.
+  fromStats(
+    "kiosk_agent_log_lines_lost_total",
+    "Log lines that did not reach log.file (each went to stderr instead).",
+    () => logFileStats().linesLost,
+  );
+  new Gauge({
+    name: "kiosk_agent_log_file_failing",
+    help: "1 while writes to log.file fail and log lines go to stderr.",
+    registers,
+    collect() {
+      this.set(logFileStats().failing ? 1 : 0);
+    },
+  });
   new Gauge({
     name: "kiosk_agent_d1_link_up",
     help: "1 while the D1 link is up (hello answered with welcome).",

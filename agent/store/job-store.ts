@@ -1,11 +1,14 @@
 import { randomUUID } from "node:crypto";
+import { closeSync, fsyncSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
+import { AuditAppender } from "../audit/audit-chain.js";
 import { type D1Status, type Operation, topLevelStatus } from "../d1/operation.js";
 import { type FromState, isTerminal, type JobState, transitionEvent } from "../jobs/state-machine.js";
 import { type CardFeed, movementFor } from "../stock/card-movement.js";
-import type { Clock } from "../util/clock.js";
+import type { Clock, TimerHandle } from "../util/clock.js";
 import { CodedError } from "../util/errors.js";
+import { restrictMode } from "../util/file-modes.js";
 import { migrate, StoreCheckError } from "./migrations.js";
 import type { SealedBox } from "./sealed-box.js";
 import { type LedgerOptions, StockLedger } from "./stock-ledger.js";
@@ -119,6 +122,12 @@ interface RawEventRow {
   send_count: number;
 }
 
+/** A WAL scrub that could not truncate is retried after 1 s, doubling up to 60 s (docs/security.md). */
+const WAL_SCRUB_FIRST_RETRY_MS = 1_000;
+const WAL_SCRUB_MAX_RETRY_MS = 60_000;
+/** …and raises WAL_NOT_SCRUBBED once it has been failing this long. */
+export const WAL_SCRUB_WARN_MS = 60_000;
+
 /** What store_meta.key_check seals: any constant; only whether the key opens it matters. */
 const KEY_CHECK = "kiosk-agent data key check";
 
@@ -138,6 +147,8 @@ export class JobStore {
   readonly stock: StockLedger;
   /** This store's identity (store_meta; also in the data directory's store.id). */
   readonly storeId: string;
+  /** The write-ahead log, synced after each scrub truncates it. */
+  private readonly walFile: string;
   /** Whether writes succeed, and the free-space watermark (docs/operations.md, "A full disk and a damaged store"). */
   readonly health: StoreHealth;
   private readonly statements;
@@ -151,6 +162,7 @@ export class JobStore {
     /** Pushes are refused below this much free space on the store's file system (`store.minFreeMb`). */
     storage: { minFreeBytes?: number } = {},
   ) {
+    this.walFile = `${file}-wal`;
     this.db = openStore(file);
     try {
       this.db.pragma("journal_mode = WAL");
@@ -168,7 +180,6 @@ export class JobStore {
       this.db.close();
       throw refusalAtOpen(file, err);
     }
-    this.scrubWal();
     this.health = new StoreHealth({
       clock,
       dataDir: dirname(file),
@@ -181,6 +192,7 @@ export class JobStore {
         if (check !== "ok") throw Object.assign(new Error("quick_check failed"), { code: "SQLITE_CORRUPT" });
       },
     });
+    this.scrubWal();
     this.stock = new StockLedger(this.db, clock, ledger);
     this.statements = {
       getJob: this.db.prepare(`SELECT ${JOB_COLUMNS} FROM jobs WHERE operation_id = ?`),
@@ -239,12 +251,8 @@ export class JobStore {
       countByState: this.db.prepare("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"),
       unackedCount: this.db.prepare("SELECT COUNT(*) AS n FROM events WHERE acked_at IS NULL"),
       eventsOf: this.db.prepare("SELECT d1_status FROM events WHERE operation_id = ? ORDER BY seq"),
-      insertAudit: this.db.prepare(
-        `INSERT INTO audit_log (at, event, operation_id, card_id, issuer_request_id, from_state, to_state,
-           d1_status, reason, error_code, error, masked_pan, request_id, pushed_by)
-         VALUES (@at, @event, @operationId, @cardId, @issuerRequestId, @fromState, @toState, @d1Status,
-           @reason, @errorCode, @error, @maskedPan, @requestId, @pushedBy)`,
-      ),
+      // Each row chained to the one before it (agent/audit/audit-chain.ts, migration 7).
+      insertAudit: new AuditAppender(this.db),
       changedSince: this.db.prepare(
         `SELECT ${JOB_COLUMNS} FROM jobs WHERE updated_at >= ? ORDER BY updated_at, queue_seq LIMIT ?`,
       ),
@@ -272,7 +280,7 @@ export class JobStore {
     } catch {
       throw new StoreCheckError(
         "KEY_MISMATCH",
-        `the data key does not open ${file} (store ${row.store_id}): it is not this store's key; restore this store's data.key from its backup`,
+        `the data key does not open ${file} (store ${row.store_id}): it is not this store's key; restore this store's data key (data.key, or the kiosk-agent-data-key credential) from its backup; if 'kiosk-agent store rekey' was cut short, run it again`,
       );
     }
     return row.store_id;
@@ -305,6 +313,8 @@ export class JobStore {
 
   close(): void {
     this.health.stop();
+    if (this.scrub.timer) this.clock.clearTimeout(this.scrub.timer);
+    this.scrub.timer = undefined;
     try {
       this.commitBatch();
     } finally {
@@ -411,13 +421,14 @@ export class JobStore {
     source?: PushSource;
   }): void {
     this.write(() =>
-      this.statements.insertAudit.run({
-        ...emptyAudit(this.isoNow(), "REFUSED"),
-        operationId: refusal.operationId ?? null,
-        errorCode: refusal.errorCode,
+      this.statements.insertAudit.append({
+        at: this.isoNow(),
+        event: "REFUSED",
+        operation_id: refusal.operationId ?? null,
+        error_code: refusal.errorCode,
         error: refusal.error,
-        requestId: refusal.source?.requestId ?? null,
-        pushedBy: refusal.source?.pushedBy ?? null,
+        request_id: refusal.source?.requestId ?? null,
+        pushed_by: refusal.source?.pushedBy ?? null,
       }),
     );
   }
@@ -672,37 +683,91 @@ export class JobStore {
     d1Status: string | null,
     source?: PushSource,
   ): void {
-    this.statements.insertAudit.run({
-      ...emptyAudit(row.updatedAt, kind),
-      operationId: row.operationId,
-      cardId: row.cardId,
-      issuerRequestId: row.issuerRequestId,
-      fromState: from,
-      toState: row.state,
-      d1Status,
+    this.statements.insertAudit.append({
+      at: row.updatedAt,
+      event: kind,
+      operation_id: row.operationId,
+      card_id: row.cardId,
+      issuer_request_id: row.issuerRequestId,
+      from_state: from,
+      to_state: row.state,
+      d1_status: d1Status,
       reason: row.reason,
-      errorCode: row.errorCode,
+      error_code: row.errorCode,
       error: row.error,
-      maskedPan: row.maskedPan,
-      requestId: source?.requestId ?? null,
-      pushedBy: source?.pushedBy ?? null,
+      masked_pan: row.maskedPan,
+      request_id: source?.requestId ?? null,
+      pushed_by: source?.pushedBy ?? null,
     });
+  }
+
+  private scrub: { timer?: TimerHandle; since?: number; delayMs: number; attempts: number } = {
+    delayMs: WAL_SCRUB_FIRST_RETRY_MS,
+    attempts: 0,
+  };
+
+  /**
+   * Whether a purged payload may still sit in the WAL: the last scrub could not truncate it (another
+   * connection reads the database) and is being retried. `since`: monotonic ms of the first failure.
+   */
+  get walScrub(): { pending: boolean; since?: number; attempts: number } {
+    const { since, attempts } = this.scrub;
+    return since === undefined ? { pending: false, attempts } : { pending: true, since, attempts };
   }
 
   /**
    * After a purge: folds the WAL into the database and truncates it, so no old WAL frame keeps the
-   * sealed payload of a finished job. Never waits for another connection: if one is reading, the
-   * next purge tries again.
+   * sealed payload of a finished job. Never waits for another connection: while one reads (an
+   * `audit export`, a backup, an sqlite3 shell), SQLite cannot truncate and says so (busy, frames
+   * left); the scrub is then retried on the clock, 1 s doubling to 60 s, until the WAL is empty. A
+   * scrub still pending after WAL_SCRUB_WARN_MS raises the store warning WAL_NOT_SCRUBBED (status,
+   * console, metrics) until it succeeds. Returns whether the WAL is truncated now.
    */
-  private scrubWal(): void {
+  scrubWal(): boolean {
+    if (!this.db.open) return false;
+    if (this.scrub.timer) this.clock.clearTimeout(this.scrub.timer);
+    this.scrub.timer = undefined;
+    let done = false;
+    let detail = "busy";
     try {
       this.db.pragma("busy_timeout = 0");
-      this.db.pragma("wal_checkpoint(TRUNCATE)");
-    } catch {
-      // SQLITE_BUSY / LOCKED: another connection holds the WAL; nothing is lost by trying later.
+      const [result] = this.db.pragma("wal_checkpoint(TRUNCATE)") as Array<{
+        busy: number;
+        log: number;
+        checkpointed: number;
+      }>;
+      done = result !== undefined && result.busy === 0 && result.log <= 0;
+      if (result && !done) detail = `busy=${result.busy}, ${result.checkpointed} of ${result.log} frames`;
+    } catch (err) {
+      // SQLITE_BUSY / LOCKED: another connection holds the WAL.
+      detail = String((err as { code?: unknown }).code ?? "error");
     } finally {
       this.db.pragma("busy_timeout = 5000");
     }
+    if (done) {
+      // SQLite truncates the -wal without syncing the truncation: a power cut before the log's next
+      // sync brings the old frames, sealed payloads included, back (found on LazyFS; docs/crash-harness.md).
+      syncFile(this.walFile);
+      this.scrub = { delayMs: WAL_SCRUB_FIRST_RETRY_MS, attempts: 0 };
+      this.health.clearWarning("WAL_NOT_SCRUBBED");
+      return true;
+    }
+    const now = this.clock.now();
+    this.scrub.since ??= now;
+    this.scrub.attempts += 1;
+    if (now - this.scrub.since >= WAL_SCRUB_WARN_MS) {
+      this.health.setWarning(
+        "WAL_NOT_SCRUBBED",
+        `another process has held the database open for ${Math.round((now - this.scrub.since) / 1000)} s: sealed data of finished jobs may remain in jobs.sqlite-wal (${detail})`,
+      );
+    }
+    const delay = this.scrub.delayMs;
+    this.scrub.delayMs = Math.min(delay * 2, WAL_SCRUB_MAX_RETRY_MS);
+    this.scrub.timer = this.clock.setTimeout(() => {
+      this.scrub.timer = undefined;
+      this.scrubWal();
+    }, delay);
+    return false;
   }
 
   /** Wall time: every time the store writes is a timestamp, never a deadline (docs/architecture.md#time). */
@@ -711,12 +776,30 @@ export class JobStore {
   }
 }
 
-function openStore(file: string): Database.Database {
+/** fsync of a file that may not exist (best effort: a failure here changes nothing already committed). */
+function syncFile(path: string): void {
+  let fd: number | undefined;
   try {
-    return new Database(file);
+    fd = openSync(path, "r+");
+    fsyncSync(fd);
+  } catch {
+    // No -wal (never written) or not openable: nothing to make durable.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function openStore(file: string): Database.Database {
+  let db: Database.Database;
+  try {
+    db = new Database(file);
   } catch (err) {
     throw refusalAtOpen(file, err);
   }
+  // 0600 whatever the umask (a start outside systemd, or files an older version made). SQLite makes
+  // the -wal and -shm with the database file's mode, so this is done before they are touched.
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) restrictMode(f, 0o600);
+  return db;
 }
 
 /**
@@ -769,25 +852,6 @@ export function buildOperation(row: JobRow, d1Status: D1Status): Operation {
   if (failed && row.error) op.error = row.error;
   if (row.issuerRequestId) op.issuerRequestId = row.issuerRequestId;
   return op;
-}
-
-function emptyAudit(at: string, event: string): Record<string, string | null> {
-  return {
-    at,
-    event,
-    operationId: null,
-    cardId: null,
-    issuerRequestId: null,
-    fromState: null,
-    toState: null,
-    d1Status: null,
-    reason: null,
-    errorCode: null,
-    error: null,
-    maskedPan: null,
-    requestId: null,
-    pushedBy: null,
-  };
 }
 
 function toJobRow(r: RawJobRow): JobRow {

@@ -30,6 +30,21 @@ export function storeFaultOf(err: unknown): StoreFaultReason | undefined {
   return undefined;
 }
 
+/**
+ * Store warnings: the store takes writes, but something the operator must know about is wrong.
+ * WAL_NOT_SCRUBBED: another process has held the database open so long that the WAL could not be
+ * truncated after a purge; sealed data of finished jobs may remain in jobs.sqlite-wal (docs/security.md).
+ */
+export const STORE_WARNINGS = ["WAL_NOT_SCRUBBED"] as const;
+export type StoreWarningKeyword = (typeof STORE_WARNINGS)[number];
+
+export interface StoreWarning {
+  keyword: StoreWarningKeyword;
+  /** Wall time it was raised. */
+  since: string;
+  detail: string;
+}
+
 /** A write the store could not take; the job keeps its last committed state. */
 export class StoreUnavailableError extends CodedError<StoreFaultReason> {}
 
@@ -63,8 +78,9 @@ export interface StoreHealthOptions {
  * restart. Separately, the free space of the data directory's file system is compared with a
  * watermark: below it new pushes are refused while production goes on.
  */
-export class StoreHealth extends EventEmitter<{ change: [] }> {
+export class StoreHealth extends EventEmitter<{ change: []; warning: [StoreWarningKeyword, boolean] }> {
   private current: StoreFault | undefined;
+  private readonly raised = new Map<StoreWarningKeyword, StoreWarning>();
   private readonly counts = new Map<StoreFaultReason, number>();
   private waiters: Array<() => void> = [];
   private probeTimer: TimerHandle | undefined;
@@ -79,6 +95,31 @@ export class StoreHealth extends EventEmitter<{ change: [] }> {
   /** The fault in force, if any. */
   get fault(): StoreFault | undefined {
     return this.current;
+  }
+
+  /** The warnings in force (status, console, metrics), oldest first. */
+  warnings(): StoreWarning[] {
+    return [...this.raised.values()];
+  }
+
+  /** Raises a warning (or updates its detail); emits `warning` (keyword, true) when it begins. */
+  setWarning(keyword: StoreWarningKeyword, detail: string): void {
+    const existing = this.raised.get(keyword);
+    if (existing) {
+      existing.detail = detail;
+      return;
+    }
+    this.raised.set(keyword, {
+      keyword,
+      since: new Date(this.options.clock.wallNow()).toISOString(),
+      detail,
+    });
+    this.emit("warning", keyword, true);
+  }
+
+  /** Ends a warning; emits `warning` (keyword, false) if it was raised. */
+  clearWarning(keyword: StoreWarningKeyword): void {
+    if (this.raised.delete(keyword)) this.emit("warning", keyword, false);
   }
 
   /** How many times each fault began (kiosk_agent_store_faults_total). */

@@ -155,7 +155,7 @@ describe("configuration errors name the key and what is wrong", () => {
     const raw = base();
     (raw.d1 as Record<string, unknown>).tls = { certFile: "/etc/kiosk-agent/station.crt" };
     expect(problems(raw)).toEqual([
-      "d1.tls.keyFile: a client certificate needs both d1.tls.certFile and d1.tls.keyFile",
+      "d1.tls.keyFile: a client certificate needs both d1.tls.certFile and d1.tls.keyFile (or d1.tls.keyCredential)",
     ]);
   });
 
