@@ -497,6 +497,7 @@ class CrashRun {
       strandedCards: verdict.strandedCards,
       cancelMismatches: verdict.cancelMismatches,
       protocolViolations: this.emulator.violations.length,
+      lateAnswers: this.emulator.lateAnswers.length,
       // What was wrong (kind, message type, paths and codes; never values), so a failure says which.
       protocolViolationDetails: this.emulator.violations
         .slice(0, 5)
@@ -994,7 +995,8 @@ class CrashRun {
 
   private sendCancel(operationId: string): void {
     this.counters.cancels++;
-    this.emulator.cancel(operationId, { station: STATION, timeoutMs: 5_000 }).then(
+    // A cancel in production is answered once the card is in the reject box: give it the printer's time.
+    this.emulator.cancel(operationId, { station: STATION, timeoutMs: 15_000 }).then(
       (answer) => this.cancels.push({ operationId, result: answer.result }),
       // No answer (the agent was killed, the link dropped): D1 knows nothing and checks nothing.
       () => undefined,

@@ -209,6 +209,10 @@ const KNOWN_STATUSES: ReadonlySet<string> = new Set(D1_STATUSES);
 const DEFAULT_WAIT_MS = 5_000;
 
 export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
+  /** Requests whose wait timed out, by requestId: an answer that comes after is late, not a violation. */
+  private readonly timedOut = new Map<string, string>();
+  /** Answers that came after their request's timeout. */
+  readonly lateAnswers: Array<{ requestId: string; type: string }> = [];
   readonly stats: D1EmulatorStats = {
     connections: 0,
     authFailures: 0,
@@ -698,6 +702,7 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
       }
       const timer = setTimeout(() => {
         this.pending.delete(requestId);
+        this.timedOut.set(requestId, type);
         this.markPushFailure(requestId, "timeout");
         reject(new D1EmulatorError("TIMEOUT", `no ${type} for ${requestId} within ${ms} ms`));
       }, ms);
@@ -946,6 +951,11 @@ export class D1Emulator extends EventEmitter<D1EmulatorEvents> {
       clearTimeout(pending.timer);
       this.pending.delete(message.requestId);
       pending.resolve(message);
+    } else if (this.timedOut.get(message.requestId) === message.type) {
+      // D1 stopped waiting, the agent still answered: late, not wrong (a cancel answers once the card
+      // is in the reject box, which a busy printer may take longer than D1's patience).
+      this.timedOut.delete(message.requestId);
+      this.lateAnswers.push({ requestId: message.requestId, type: message.type });
     } else if (!(record && record.failure === "timeout" && record.answer === message)) {
       this.violation(
         link,
