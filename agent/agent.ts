@@ -290,20 +290,32 @@ export class KioskAgent {
         case "status-query":
           this.link.send(this.onStatusQuery(message));
           return;
-        case "cancel":
-          this.onCancel(message).then(
-            (answer) => this.link.send(answer),
-            (err: unknown) => {
-              this.log.error({ err, operationId: message.operationId }, "cancel failed");
-              this.link.send({
-                type: "error",
-                requestId: message.requestId,
-                code: "INTERNAL",
-                message: "cancel could not be processed",
-              });
-            },
-          );
+        case "cancel": {
+          // A cancel in production is answered once the card is in the reject box, which can outlast
+          // the session it came on. An answer belongs to its session: on a new one D1 no longer waits
+          // for that requestId, and learns the outcome from the job's status event instead.
+          const session = this.link.stats.sessions;
+          const answerOnSameSession = (answer: Parameters<D1Link["send"]>[0]): void => {
+            if (this.link.stats.sessions !== session) {
+              this.log.info(
+                { operationId: message.operationId, requestId: message.requestId },
+                "cancel answer dropped: the D1 session it came on has ended (the status event tells D1)",
+              );
+              return;
+            }
+            this.link.send(answer);
+          };
+          this.onCancel(message).then(answerOnSameSession, (err: unknown) => {
+            this.log.error({ err, operationId: message.operationId }, "cancel failed");
+            answerOnSameSession({
+              type: "error",
+              requestId: message.requestId,
+              code: "INTERNAL",
+              message: "cancel could not be processed",
+            });
+          });
           return;
+        }
       }
     });
   }

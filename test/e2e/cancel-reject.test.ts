@@ -55,6 +55,25 @@ describe("cancel in production: the card is rejected before CANCELED", () => {
     expect(rig.agent.store.get(id)).toMatchObject({ state: "CANCELED", reason: "ISSUER_CANCEL" });
   });
 
+  it("the link drops while the card is being rejected: no answer on the new session, the status tells D1", async () => {
+    rig = await startRig({ latency: { commandMs: 40, printMs: 80 } });
+    const cancelSent = new Promise<void>((resolve) => {
+      rig.printer.once("card-inserted", () => {
+        // D1 stops waiting when the link goes: the cancel's promise rejects, and that is all.
+        rig.emulator.cancel(id).catch(() => undefined);
+        resolve();
+      });
+    });
+    const id = await pushOne();
+    await cancelSent;
+    await rig.emulator.dropLink(STATION);
+    await rig.emulator.waitForConnection(STATION, 10_000);
+    await rig.emulator.waitFor(() => rig.emulator.terminalCount(id) === 1, 10_000);
+    expect(statusesAtD1(rig.emulator, id)).toEqual(["CARD_PROD_READY", "CARD_PROD_CANCELED"]);
+    // The answer to a requestId of the old session would be a protocol violation on the new one.
+    expect(rig.emulator.violations).toEqual([]);
+  });
+
   it("a reject that fails: answered refused / CARD_NOT_REJECTED, the job FAILED with the printer's reason, never CANCELED", async () => {
     rig = await startRig({ latency: { commandMs: 5, printMs: 50 } });
     const answered = new Promise<CancelResultMessage>((resolve) => {
