@@ -8,44 +8,13 @@ import { RETENTION_PERIOD_MS, RetentionSweeper } from "../../agent/store/retenti
 import { loadOrCreateKey, SealedBox } from "../../agent/store/sealed-box.js";
 import { ManualClock } from "../../agent/util/clock.js";
 import { captureLogs } from "../support/log-capture.js";
+import { DAY, seedFinishedJobs } from "../support/retention-seed.js";
 
 /**
  * Issue 14, finding 7: `store.retentionDays` was documented but never applied. Finished jobs (and
  * their events, once all were acknowledged) older than that go at start and once a day after, on
  * the agent's clock; the audit trail stays.
  */
-const DAY = 24 * 60 * 60 * 1000;
-const JOB_JSON = JSON.stringify({ productionData: { note: "sealed" } });
-
-/** A store with one finished job per entry, each ended `daysAgo` before `now` (wall), its events acked or not. */
-function seed(
-  file: string,
-  now: number,
-  jobs: Array<{ id: string; daysAgo: number; acked?: boolean; state?: "DONE" | "READY" }>,
-): void {
-  const clock = new ManualClock(now);
-  const dir = join(file, "..");
-  const store = new JobStore(file, new SealedBox(loadOrCreateKey(join(dir, "data.key"))), clock);
-  // Each job at its own time: ended_at is the wall clock of its terminal move.
-  for (const job of [...jobs].sort((a, b) => b.daysAgo - a.daysAgo)) {
-    clock.stepWall(now - job.daysAgo * DAY - clock.wallNow());
-    store.accept({ kind: "valid", operationId: job.id, cardId: `card-${job.id}`, jobJson: JOB_JSON });
-    if (job.state !== "READY") {
-      store.transition(job.id, "READY", "PRODUCING");
-      store.transition(job.id, "PRODUCING", "PRESENTED");
-      store.transition(job.id, "PRESENTED", "DONE");
-    }
-    if (job.acked !== false) {
-      store.ack(
-        store
-          .unackedEvents(0, 100)
-          .filter((e) => e.operationId === job.id)
-          .map((e) => e.eventId),
-      );
-    }
-  }
-  store.close();
-}
 
 const ids = (store: JobStore) =>
   (
@@ -80,7 +49,7 @@ describe("store.retentionDays", () => {
     dir = mkdtempSync(join(tmpdir(), "retention-"));
     const file = join(dir, "jobs.sqlite");
     const now = Date.parse("2026-01-01T00:00:00.000Z");
-    seed(file, now, [
+    seedFinishedJobs(file, now, [
       { id: "a-old", daysAgo: 120 },
       { id: "b-unacked", daysAgo: 120, acked: false },
       { id: "c-waiting", daysAgo: 120, state: "READY" },
@@ -118,7 +87,7 @@ describe("store.retentionDays", () => {
     dir = mkdtempSync(join(tmpdir(), "retention-"));
     const file = join(dir, "jobs.sqlite");
     const now = Date.parse("2026-01-01T00:00:00.000Z");
-    seed(file, now, [{ id: "x", daysAgo: 1 }]);
+    seedFinishedJobs(file, now, [{ id: "x", daysAgo: 1 }]);
     const clock = new ManualClock(now);
     store = new JobStore(file, new SealedBox(loadOrCreateKey(join(dir, "data.key"))), clock);
     const logs = captureLogs("debug");
