@@ -525,7 +525,14 @@ export class KioskAgent {
   onPush(message: PushMessage, payloadFailure?: PayloadFailureCode): PushResultMessage {
     const requestId = message.requestId;
     const source = pushSource(requestId, this.link, this.config.d1.url);
-    const storeFault = this.stopping ? undefined : this.store.health.refusesPushes();
+    if (this.stopping) {
+      // Not stored: D1 pushes it again to this or another station once this one is back.
+      const operationId = readableOperationId(message.job);
+      this.store.auditRefusal({ operationId, errorCode: "SHUTTING_DOWN", error: "agent stopping", source });
+      this.log.info({ requestId, operationId }, "push refused: agent stopping");
+      return refusedPush(requestId, "SHUTTING_DOWN", "agent stopping", operationId);
+    }
+    const storeFault = this.store.health.refusesPushes();
     if (storeFault) {
       // Nothing is accepted that is not stored, and below the watermark the space left is the
       // producing card's: refused, not stored, and D1 pushes it again later (docs/protocol.md).
@@ -534,21 +541,7 @@ export class KioskAgent {
         { requestId, operationId, reason: storeFault },
         "push refused: the job store cannot take it",
       );
-      return refusedForStore(requestId, storeFault, operationId);
-    }
-    if (this.stopping) {
-      // Not stored: D1 pushes it again to this or another station once this one is back.
-      const operationId = readableOperationId(message.job);
-      this.store.auditRefusal({ operationId, errorCode: "SHUTTING_DOWN", error: "agent stopping", source });
-      this.log.info({ requestId, operationId }, "push refused: agent stopping");
-      return {
-        type: "push-result",
-        requestId,
-        result: "refused",
-        errorCode: "SHUTTING_DOWN",
-        error: "agent stopping",
-        ...(operationId ? { operationId } : {}),
-      };
+      return refusedPush(requestId, storeFault, STORE_FAULT_TEXT[storeFault], operationId);
     }
     const verdict = payloadFailure
       ? payloadFailureVerdict(message.job, this.config.station.id, payloadFailure)
@@ -561,14 +554,7 @@ export class KioskAgent {
         source,
       });
       this.log.warn({ requestId, errorCode: verdict.errorCode, error: verdict.error }, "push refused");
-      return {
-        type: "push-result",
-        requestId,
-        result: "refused",
-        errorCode: verdict.errorCode,
-        error: verdict.error,
-        ...(verdict.operationId ? { operationId: verdict.operationId } : {}),
-      };
+      return refusedPush(requestId, verdict.errorCode, verdict.error, verdict.operationId);
     }
     const header = verdict.kind === "valid" ? verdict.job : verdict.header;
     const accepted =
@@ -685,7 +671,7 @@ function storeFailure(
   requestId: string | undefined,
   fault: StoreFaultReason | undefined,
 ): ErrorMessage | PushResultMessage {
-  if (fault && requestId !== undefined) return refusedForStore(requestId, fault);
+  if (fault && requestId !== undefined) return refusedPush(requestId, fault, STORE_FAULT_TEXT[fault]);
   return {
     type: "error",
     code: "INTERNAL",
@@ -694,17 +680,19 @@ function storeFailure(
   };
 }
 
-function refusedForStore(
+/** A push not stored: D1 reads `errorCode`; `operationId` only when it could be read safely. */
+function refusedPush(
   requestId: string,
-  fault: StoreFaultReason,
+  errorCode: string,
+  error: string,
   operationId?: string,
 ): PushResultMessage {
   return {
     type: "push-result",
     requestId,
     result: "refused",
-    errorCode: fault,
-    error: STORE_FAULT_TEXT[fault],
+    errorCode,
+    error,
     ...(operationId ? { operationId } : {}),
   };
 }

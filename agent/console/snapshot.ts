@@ -184,14 +184,15 @@ export class SnapshotSource {
     const health = this.agent.store.health;
     const fault = health.fault;
     const freeBytes = health.freeBytes();
-    const low = freeBytes !== undefined && freeBytes < health.minFreeBytes;
+    const low = health.lowOnSpace(freeBytes);
+    const warnings = health.warnings();
     return {
       state: fault ? "fault" : low ? "low-space" : "ok",
       ...(fault ? { reason: fault.reason, detail: fault.detail, since: fault.since } : {}),
       ...(!fault && low ? { reason: "STORE_FULL" } : {}),
       ...(freeBytes !== undefined ? { freeBytes } : {}),
       minFreeBytes: health.minFreeBytes,
-      ...(health.warnings().length > 0 ? { warnings: health.warnings().map((w) => ({ ...w })) } : {}),
+      ...(warnings.length > 0 ? { warnings: warnings.map((w) => ({ ...w })) } : {}),
     };
   }
 

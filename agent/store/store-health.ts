@@ -148,8 +148,12 @@ export class StoreHealth extends EventEmitter<{ change: []; warning: [StoreWarni
    */
   refusesPushes(): StoreFaultReason | undefined {
     if (this.current) return this.current.reason;
-    const free = this.freeBytes();
-    return free !== undefined && free < this.options.minFreeBytes ? "STORE_FULL" : undefined;
+    return this.lowOnSpace() ? "STORE_FULL" : undefined;
+  }
+
+  /** Whether `free` bytes (by default, read now) are under the watermark; unknown free space is not. */
+  lowOnSpace(free = this.freeBytes()): boolean {
+    return free !== undefined && free < this.options.minFreeBytes;
   }
 
   /**

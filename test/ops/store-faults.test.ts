@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { formatStatus, needsAttention } from "../../agent/cli/status.js";
 import { SnapshotSource } from "../../agent/console/snapshot.js";
 import { ManualClock } from "../../agent/util/clock.js";
-import { fill, freeBytes, mountTmpfs, unmount } from "../log/support.js";
+import { fill, freeBytes, mountTmpfs, unmount, until } from "../log/support.js";
 import { type OpsRig, sampleJob, startOpsRig } from "./rig.js";
 import { tempDir } from "./support.js";
 
@@ -45,15 +45,6 @@ function stateOf(r: OpsRig, operationId: string): string | undefined {
   return r.agent.store.get(operationId)?.state;
 }
 
-/** Polls agent-side state (it changes between D1 frames too). */
-async function until(_r: OpsRig, what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 10));
-  }
-}
-
 describe("the job store as a device: full, read-only, corrupt", () => {
   it("a full disk while the card is in the mouth: CARD_PROD_DONE still comes, after space is freed, with no restart", async () => {
     const dataDir = tmpfsDataDir();
@@ -67,11 +58,11 @@ describe("the job store as a device: full, read-only, corrupt", () => {
     await r.agent.ready();
     const job = sampleJob();
     expect((await r.emulator.push(job)).result).toBe("accepted");
-    await until(r, "the card in the mouth", () => stateOf(r, job.operationId) === "PRESENTED", 15_000);
+    await until(() => stateOf(r, job.operationId) === "PRESENTED", "the card in the mouth", 15_000);
     const filler = fill(join(dataDir, "..", "filler"));
 
     // The cardholder takes the card; DONE cannot be written.
-    await until(r, "STORE_FULL", () => r.agent.store.health.fault?.reason === "STORE_FULL", 10_000);
+    await until(() => r.agent.store.health.fault?.reason === "STORE_FULL", "STORE_FULL", 10_000);
     expect(stateOf(r, job.operationId)).toBe("PRESENTED");
     const readiness = r.agent.readiness();
     expect(readiness.ready).toBe(false);
@@ -86,9 +77,8 @@ describe("the job store as a device: full, read-only, corrupt", () => {
 
     filler.free();
     await until(
-      r,
-      "DONE after space came back",
       () => r.emulator.latest(job.operationId)?.details.status === "CARD_PROD_DONE",
+      "DONE after space came back",
     );
     expect(r.emulator.terminalCount(job.operationId)).toBe(1);
     expect(r.agent.store.health.fault).toBeUndefined();
@@ -97,9 +87,8 @@ describe("the job store as a device: full, read-only, corrupt", () => {
     const next = sampleJob();
     expect((await r.emulator.push(next)).result).toBe("accepted");
     await until(
-      r,
-      "the next job DONE",
       () => r.emulator.latest(next.operationId)?.details.status === "CARD_PROD_DONE",
+      "the next job DONE",
       15_000,
     );
     expect(r.log.text()).not.toContain("pipeline failure outside a job step");
@@ -112,7 +101,7 @@ describe("the job store as a device: full, read-only, corrupt", () => {
     await r.agent.ready();
     const job = sampleJob();
     expect((await r.emulator.push(job)).result).toBe("accepted");
-    await until(r, "production", () => stateOf(r, job.operationId) !== "READY");
+    await until(() => stateOf(r, job.operationId) !== "READY", "production");
     // Leave about 1 MB: under the 4 MB watermark, ample for the card's own writes.
     const ballast = openSync(join(dataDir, "..", "ballast"), "w");
     writeSync(ballast, Buffer.alloc(freeBytes(dataDir) - 1024 * 1024, 0x2e));
@@ -122,9 +111,8 @@ describe("the job store as a device: full, read-only, corrupt", () => {
     const refusedJob = sampleJob();
     expect(await r.emulator.push(refusedJob)).toMatchObject({ result: "refused", errorCode: "STORE_FULL" });
     await until(
-      r,
-      "the card in production DONE",
       () => r.emulator.latest(job.operationId)?.details.status === "CARD_PROD_DONE",
+      "the card in production DONE",
     );
     expect(r.agent.store.health.fault).toBeUndefined();
   }, 30_000);
@@ -137,9 +125,8 @@ describe("the job store as a device: full, read-only, corrupt", () => {
     const first = sampleJob();
     expect((await r.emulator.push(first)).result).toBe("accepted");
     await until(
-      r,
-      "the first job DONE",
       () => r.emulator.latest(first.operationId)?.details.status === "CARD_PROD_DONE",
+      "the first job DONE",
     );
     await r.close();
     rig = undefined;
@@ -166,9 +153,8 @@ describe("the job store as a device: full, read-only, corrupt", () => {
     const first = sampleJob();
     expect((await r.emulator.push(first)).result).toBe("accepted");
     await until(
-      r,
-      "the first job DONE",
       () => r.emulator.latest(first.operationId)?.details.status === "CARD_PROD_DONE",
+      "the first job DONE",
     );
 
     // Another connection folds the WAL into the file, the jobs table's root page is overwritten on
