@@ -1,5 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { closeSync, fsyncSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import Database from "better-sqlite3";
 import { AuditAppender } from "../audit/audit-chain.js";
@@ -7,6 +6,7 @@ import { type D1Status, type Operation, topLevelStatus } from "../d1/operation.j
 import { type FromState, isTerminal, type JobState, transitionEvent } from "../jobs/state-machine.js";
 import { type CardFeed, movementFor } from "../stock/card-movement.js";
 import type { Clock, TimerHandle } from "../util/clock.js";
+import { fsyncPath } from "../util/durable-file.js";
 import { CodedError } from "../util/errors.js";
 import { restrictMode } from "../util/file-modes.js";
 import { migrate, StoreCheckError } from "./migrations.js";
@@ -747,7 +747,11 @@ export class JobStore {
     if (done) {
       // SQLite truncates the -wal without syncing the truncation: a power cut before the log's next
       // sync brings the old frames, sealed payloads included, back (found on LazyFS; docs/crash-harness.md).
-      syncFile(this.walFile);
+      try {
+        fsyncPath(this.walFile);
+      } catch {
+        // No -wal (never written): nothing to make durable; a failure changes nothing committed.
+      }
       this.scrub = { delayMs: WAL_SCRUB_FIRST_RETRY_MS, attempts: 0 };
       this.health.clearWarning("WAL_NOT_SCRUBBED");
       return true;
@@ -773,19 +777,6 @@ export class JobStore {
   /** Wall time: every time the store writes is a timestamp, never a deadline (docs/architecture.md#time). */
   private isoNow(): string {
     return new Date(this.clock.wallNow()).toISOString();
-  }
-}
-
-/** fsync of a file that may not exist (best effort: a failure here changes nothing already committed). */
-function syncFile(path: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, "r+");
-    fsyncSync(fd);
-  } catch {
-    // No -wal (never written) or not openable: nothing to make durable.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }
 

@@ -1,9 +1,9 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, renameSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import Database from "better-sqlite3";
-import { fsyncDirectory } from "../util/durable-file.js";
+import { fsyncDirectory, fsyncPath } from "../util/durable-file.js";
 import { CodedError } from "../util/errors.js";
 import { agentPidState } from "../util/pid-file.js";
 import { checkDataDir, STORE_FILE } from "./data-dir.js";
@@ -82,12 +82,7 @@ export function credentialKeySlot(options: {
         Buffer.from(`${key.toString("base64")}\n`),
       );
       chmodSync(staged, 0o600);
-      const fd = openSync(staged, "r");
-      try {
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
+      fsyncPath(staged);
       fsyncDirectory(dirname(staged));
     },
     commit() {

@@ -61,7 +61,13 @@ export function mkdirDurably(path: string, mode = 0o700): void {
 }
 
 export function fsyncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
+  fsyncPath(dir);
+}
+
+/** fsync of a file or directory by name: its data and metadata (size, entries) reach the disk. */
+export function fsyncPath(path: string): void {
+  // Read-only is enough: on Linux fsync needs a descriptor, not write access.
+  const fd = openSync(path, "r");
   try {
     fsyncSync(fd);
   } finally {
