@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { closeSync, openSync, readFileSync, statfsSync, writeSync } from "node:fs";
+import { pollUntil } from "../support/poll.js";
 
 /**
  * Real file systems for the logging tests: a small tmpfs that fills up for real (ENOSPC from the
@@ -78,10 +79,6 @@ export function readLines(file: string): Array<Record<string, unknown>> {
 }
 
 /** Polls `condition` every few milliseconds; fails after `timeoutMs` with `what`. */
-export async function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
+export function until(condition: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  return pollUntil(condition, { timeoutMs, what, everyMs: 10 });
 }

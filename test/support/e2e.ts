@@ -16,6 +16,7 @@ import type {
 } from "../../simulator/printer/virtual-evolis-printer.js";
 import { VirtualSerialBinding } from "../../simulator/serial/virtual-binding.js";
 import { captureLogs } from "./log-capture.js";
+import { pollUntil } from "./poll.js";
 
 export const STATION = "KIOSK-PS-101";
 export const PRINTER_PATH = "/dev/ttyVIRT0";
@@ -148,10 +149,6 @@ export function statusesAtD1(emulator: D1Emulator, operationId: string): string[
  * Resolves once `predicate` holds, re-checking on every turn of the event loop. For conditions on
  * the agent's side, which raise no event the test could await. Fails after `timeoutMs`.
  */
-export async function until(predicate: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
+export function until(predicate: () => boolean, timeoutMs = 5000, what = "condition"): Promise<void> {
+  return pollUntil(predicate, { timeoutMs, what, everyMs: 2 });
 }
